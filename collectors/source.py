@@ -1,0 +1,90 @@
+"""Capture file -> batches of PacketRecords, through the C fast path where it applies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from collectors.capture import PcapReader, PcapngReader
+from collectors.decode import SUPPORTED_LINKTYPES, Decoder
+from schemas.records import PacketRecord
+
+try:  # the C fast path is an optimisation: the pure-Python decoder gives the same records
+    from collectors import _fastdecode
+except ImportError:  # pragma: no cover - exercised only where the extension failed to build
+    _fastdecode = None
+
+BATCH = 4096
+
+
+def fast_path_available() -> bool:
+    return _fastdecode is not None
+
+
+def capture_batches(reader: PcapReader | PcapngReader, decoder: Decoder,
+                    fast: bool = True) -> Iterator[list[PacketRecord]]:
+    """Decode every frame of a capture; yields lists of records in capture order.
+    Every frame is either a record or a drop counted in ``decoder.drops``."""
+    if fast and _fastdecode is not None and isinstance(reader, PcapReader) \
+            and reader.linktype in SUPPORTED_LINKTYPES:
+        yield from _fast_pcap(reader, decoder)
+        return
+    decode = decoder.decode
+    batch: list[PacketRecord] = []
+    for ts, lt, _orig, frame in reader.frames():
+        r = decode(frame, lt, ts)
+        if r is not None:
+            batch.append(r)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _fast_pcap(reader: PcapReader, decoder: Decoder) -> Iterator[list[PacketRecord]]:
+    """The C extension walks whole chunks of pcap records; frames it declines come back as
+    (ts_ns, frame) for the reference decoder."""
+    cfg = _fastdecode.Config(PacketRecord, decoder.payload.max_bytes, decoder.payload.port_bitmap(),
+                             reader.big_endian, reader.ts_scale, reader.linktype)
+    decode = decoder.decode
+    lt = reader.linktype
+    stats = reader.stats
+    buf = b""
+    for data in reader.chunks():
+        buf = buf + data if buf else data
+        items, pos, nframes, nbytes = _fastdecode.decode_pcap(cfg, buf)
+        if pos < 0:  # a corrupt record header: stop this file, as the Python reader does
+            stats.frames += nframes
+            stats.bytes += nbytes
+            reader.corrupt(-pos - 1, 0)
+            buf = b""
+            _resolve(items, decode, lt, decoder)
+            if items:
+                yield items
+            return
+        stats.frames += nframes
+        stats.bytes += nbytes
+        buf = buf[pos:]
+        fast = nframes - _resolve(items, decode, lt, decoder)
+        decoder.decoded += fast
+        if items:
+            yield items
+    if buf:
+        reader.cut_short(len(buf))
+
+
+def _resolve(items: list, decode, lt: int, decoder: Decoder) -> int:
+    """Replace, in place, the frames the C path declined with the reference decoder's result
+    (dropping those it drops); returns how many were declined."""
+    declined = 0
+    j = 0
+    for it in items:
+        if type(it) is tuple:
+            declined += 1
+            it = decode(it[1], lt, it[0])
+            if it is None:
+                continue
+        items[j] = it
+        j += 1
+    del items[j:]
+    return declined

@@ -1,0 +1,154 @@
+"""MirrorScope record contracts, version 1.
+
+Every stage passes these plain msgspec Structs. On the wire (Kafka, Kinesis) they travel as
+msgpack arrays (``array_like``), which keeps a packet record around 60 bytes plus payload; in
+files they are JSON objects with the field names below. A field is only ever added at the end,
+with a default, and a breaking change bumps the ``*_VERSION`` constant, never silently.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+PACKET_BATCH_VERSION = 1
+FLOW_RECORD_VERSION = 1
+
+# Why the flow stopped accumulating into this record.
+EndReason = Literal["fin", "rst", "idle", "active", "eof"]
+Direction = Literal["ingress", "egress"]
+
+
+class PacketRecord(msgspec.Struct, array_like=True, gc=False):
+    """One decoded packet of the mirrored (inner) traffic.
+
+    Addresses are raw network-order bytes (4 or 16): they are hashed and compared far more
+    often than printed, and cost 5 or 17 bytes on the wire instead of up to 40.
+    """
+
+    ts_ns: int
+    """Capture time, nanoseconds since the Unix epoch."""
+    vni: int | None
+    """VXLAN/GENEVE virtual network id of the innermost tunnel; None when not encapsulated.
+    On AWS this names the mirror session."""
+    mirror_src: bytes | None
+    """Outer source address of the innermost tunnel (on AWS the mirrored ENI's primary IP);
+    None when not encapsulated."""
+    ip_version: int
+    src: bytes
+    dst: bytes
+    proto: int
+    """IP protocol number of the transport header (after IPv6 extension headers)."""
+    sport: int
+    """Source port; for ICMP/ICMPv6 the message type; 0 where there is none (or a non-first fragment)."""
+    dport: int
+    """Destination port; for ICMP/ICMPv6 the message code; 0 where there is none."""
+    tcp_flags: int
+    """TCP flag byte (FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 ECE=64 CWR=128); 0 for other protocols."""
+    seq: int
+    ack: int
+    wire_len: int
+    """Length of the inner IP packet on the wire, from its header (what VPC Flow Logs count)."""
+    cap_len: int
+    """Bytes of the inner IP packet present in the capture (less than wire_len when truncated)."""
+    payload_len: int
+    """Transport payload length per the headers (TCP/UDP data bytes on the wire)."""
+    payload: bytes
+    """Captured transport payload, bounded by the payload policy (may be shorter than payload_len)."""
+    truncated: bool = False
+    """The capture (snap length, AWS packet length) cut this packet short."""
+    fragment: bool = False
+    """An IPv4/IPv6 fragment; non-first fragments carry no ports."""
+    direction: Direction | None = None
+    """Relative to the mirrored ENI: egress when the inner source is its address, where known."""
+
+
+class PacketBatch(msgspec.Struct, array_like=True):
+    """What one Kafka message or Kinesis record carries: records of a single partition, in
+    capture order, so per-flow order is kept."""
+
+    version: int
+    partition_key: bytes
+    records: list[PacketRecord]
+    collector: str = ""
+    """Identifies the producing collector process (for loss accounting)."""
+    seq: int = 0
+    """The collector's batch sequence number."""
+
+
+class FlowRecord(msgspec.Struct, omit_defaults=False):
+    """A bidirectional flow (a conversation), with the VPC Flow Logs v5 fields in snake_case.
+
+    Unlike VPC Flow Logs, which log each direction as its own record, one record covers both
+    directions: srcaddr/srcport is the originator, ``packets``/``bytes`` are the totals of both
+    directions, and orig_*/resp_* split them. Fields that cannot be known from packets alone
+    (account, ENI, VPC ... until VNI enrichment fills them) are null.
+    """
+
+    # --- VPC Flow Logs v5, in its order ---
+    version: int
+    account_id: str | None
+    interface_id: str | None
+    srcaddr: str
+    dstaddr: str
+    srcport: int
+    dstport: int
+    protocol: int
+    packets: int
+    bytes: int
+    start: int
+    """Unix seconds of the first packet."""
+    end: int
+    """Unix seconds of the last packet."""
+    action: str | None
+    """ACCEPT/REJECT cannot be known from a mirror copy: null."""
+    log_status: str
+    vpc_id: str | None
+    subnet_id: str | None
+    instance_id: str | None
+    tcp_flags: int
+    """Bitwise OR of the TCP flags of every packet in both directions."""
+    type: str
+    """IPv4 or IPv6."""
+    pkt_srcaddr: str
+    pkt_dstaddr: str
+    region: str | None
+    az_id: str | None
+    sublocation_type: str | None
+    sublocation_id: str | None
+    pkt_src_aws_service: str | None
+    pkt_dst_aws_service: str | None
+    flow_direction: str | None
+    traffic_path: int | None
+    # --- MirrorScope ---
+    flow_id: str
+    """Deterministic: the same packets always give the same id (replays de-duplicate on it)."""
+    community_id: str
+    """Community ID v1, seed 0: joins with Zeek, Suricata and Arkime records."""
+    vni: int | None
+    mirror_source: str | None
+    orig_pkts: int
+    orig_bytes: int
+    resp_pkts: int
+    resp_bytes: int
+    duration: float
+    """Seconds from the first to the last packet."""
+    conn_state: str
+    """Zeek's conn_state vocabulary (S0, S1, SF, REJ, RSTO, ...)."""
+    history: str
+    """Zeek's history letters (S h A D a d F f R r; upper case = originator; ^ = flipped)."""
+    app_proto: str | None
+    end_reason: EndReason
+    truncated_pkts: int
+    fragment_pkts: int
+    schema_version: int = FLOW_RECORD_VERSION
+
+
+# The types that get a committed JSON Schema under schemas/jsonschema/. The HTTP transaction
+# and alert records join this table when their issues define them.
+SCHEMA_TYPES: dict[str, type] = {
+    "packet_record": PacketRecord,
+    "packet_batch": PacketBatch,
+    "flow_record": FlowRecord,
+}

@@ -1,0 +1,135 @@
+"""The ``mirrorscope`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from collectors.capture import CaptureError
+from collectors.decode import Decoder, PayloadPolicy
+from stream_app.core.flowtable import FlowConfig
+
+err = Console(stderr=True, soft_wrap=True)
+_DEFAULTS = FlowConfig()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mirrorscope")
+def main() -> None:
+    """MirrorScope: flow records (and soon HTTP transactions and alerts) from AWS VPC Traffic
+    Mirroring traffic.
+
+    Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS."""
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for flows.jsonl and summary.json (created if missing).")
+@click.option("--idle-timeout", default=_DEFAULTS.idle_timeout, show_default=True, type=float,
+              help="Seconds without a packet that end a flow.")
+@click.option("--active-timeout", default=_DEFAULTS.active_timeout, show_default=True, type=float,
+              help="Seconds after which a long flow is reported and continued in a new record "
+                   "(VPC Flow Logs' 1-minute aggregation interval).")
+@click.option("--close-linger", default=_DEFAULTS.close_linger, show_default=True, type=float,
+              help="Seconds a flow stays open after FIN/FIN or RST for its last packets.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--pure-python", is_flag=True, hidden=True,
+              help="Decode without the C fast path (for comparisons).")
+def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, active_timeout: float,
+            close_linger: float, progress: bool | None, as_json: bool, pure_python: bool) -> None:
+    """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
+    traffic or plain) and write one flow record per flow to OUT/flows.jsonl."""
+    from stream_app.embedded import analyze as run
+
+    for t, name in ((idle_timeout, "--idle-timeout"), (active_timeout, "--active-timeout"),
+                    (close_linger, "--close-linger")):
+        if t <= 0:
+            raise click.BadParameter("must be positive", param_hint=name)
+    cfg = FlowConfig(idle_timeout=idle_timeout, active_timeout=active_timeout,
+                     close_linger=close_linger)
+    _check_out_dir(out_dir)
+    show = err.is_terminal if progress is None else progress
+    total = sum(p.stat().st_size for p in captures if p.is_file())
+    try:
+        if show:
+            with Progress(TextColumn("[bold]analyzing"), BarColumn(), DownloadColumn(),
+                          TimeRemainingColumn(), console=err, transient=True) as bar:
+                task = bar.add_task("read", total=total)
+                res = run(list(captures), out_dir, cfg, Decoder(payload=PayloadPolicy()),
+                          fast=not pure_python, progress=lambda n: bar.advance(task, n))
+        else:
+            res = run(list(captures), out_dir, cfg, Decoder(payload=PayloadPolicy()),
+                      fast=not pure_python)
+    except CaptureError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write to {out_dir}: {exc.strerror or exc}", highlight=False)
+        sys.exit(2)
+    if as_json:
+        import orjson
+        sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _print_summary(res)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an unusable output folder before reading anything."""
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        err.print(f"[red]error:[/red] --out {out_dir}: {probe} is not a folder", highlight=False)
+        sys.exit(2)
+    import os
+    if not os.access(probe, os.W_OK | os.X_OK):
+        err.print(f"[red]error:[/red] --out {out_dir}: {probe} is not writable", highlight=False)
+        sys.exit(2)
+
+
+def _print_summary(res) -> None:
+    out = Console()
+    t = Table(title="Packets", show_header=False, title_justify="left")
+    t.add_row("frames read", f"{res.frames:,}")
+    t.add_row("decoded", f"{res.decoded:,}")
+    t.add_row("dropped", f"{res.dropped:,}")
+    for reason, n in sorted(res.drops.items(), key=lambda kv: -kv[1]):
+        if n:
+            t.add_row(f"  {reason}", f"{n:,}")
+    out.print(t)
+
+    fs = res.flows
+    out.print(f"[bold]Flows[/bold]: {fs.flows:,} ({fs.packets:,} packets, {fs.bytes:,} IP bytes)")
+    t = Table()
+    t.add_column("protocol")
+    t.add_column("flows", justify="right")
+    for proto, n in fs.by_proto.most_common():
+        t.add_row(proto, f"{n:,}")
+    out.print(t)
+    if fs.vnis:
+        out.print("VNIs: " + ", ".join(f"{v} ({n:,} flows)" for v, n in fs.vnis.most_common(10)))
+
+    talkers = fs.top_talkers()
+    if talkers:
+        t = Table(title="Top talkers (bytes, both directions)", title_justify="left")
+        t.add_column("source")
+        t.add_column("destination")
+        t.add_column("bytes", justify="right")
+        for a, b, v in talkers:
+            t.add_row(a, b, f"{v:,}")
+        out.print(t)
+    for p in res.problems:
+        err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
+    out.print(f"wrote {res.outputs.get('flows')}")
+
+
+if __name__ == "__main__":
+    main()

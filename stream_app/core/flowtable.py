@@ -1,0 +1,277 @@
+"""The flow table: packet records in, flow records out. Plain synchronous Python, no I/O.
+
+Time is capture time (the packets' own timestamps), never the wall clock, so the same packets
+give the same flow records whether they are read from a file in one go or arrive through a
+broker in pieces: every timeout decision for a flow is taken when its next packet, or a later
+``expire(now)``, shows the deadline has passed.
+
+A flow ends
+- on FIN from both sides, or RST: after ``close_linger`` more seconds, so the last ACKs and
+  retransmissions still count in it (a new SYN on the same ports starts a new flow at once);
+- after ``idle_timeout`` seconds without a packet;
+- every ``active_timeout`` seconds of a long flow, which is then continued in a new record
+  (VPC Flow Logs aggregate the same way, over a 1 or 10 minute interval);
+- at the end of input (``flush``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+
+from collectors.flowkey import community_id, flow_id, flow_key, ip_text
+from schemas.records import FlowRecord, PacketRecord
+from stream_app.core import tcpstate
+
+NS = 1_000_000_000
+TCP, UDP, SCTP = 6, 17, 132
+SYN, ACK, RST, FIN = 0x02, 0x10, 0x04, 0x01
+_WELL_KNOWN = 1024
+
+
+@dataclass(slots=True)
+class FlowConfig:
+    idle_timeout: float = 15.0
+    """Seconds without a packet after which a flow ends (softflowd's and IPFIX's usual 15 s)."""
+    active_timeout: float = 60.0
+    """Seconds after which a long flow is reported and continued in a new record: VPC Flow
+    Logs' shortest aggregation interval."""
+    close_linger: float = 5.0
+    """Seconds a flow stays open after FIN/FIN or RST to collect the last packets (Zeek's
+    tcp_close_delay)."""
+
+
+@dataclass(slots=True)
+class Flow:
+    """Mutable state of one flow. ``orig_fwd`` says whether the originator is the key's first
+    endpoint; packets are oriented by comparing their own orientation with it."""
+
+    key: tuple
+    orig_fwd: bool
+    vni: int | None
+    mirror_src: bytes | None
+    ip_version: int
+    proto: int
+    orig_addr: bytes
+    orig_port: int
+    resp_addr: bytes
+    resp_port: int
+    first_ns: int
+    last_ns: int
+    orig_pkts: int = 0
+    orig_bytes: int = 0
+    resp_pkts: int = 0
+    resp_bytes: int = 0
+    orig_data: int = 0
+    resp_data: int = 0
+    tcp_flags: int = 0
+    history: str = ""
+    orig_state: int = tcpstate.INACTIVE
+    resp_state: int = tcpstate.INACTIVE
+    closing_ns: int = 0
+    close_reason: str = ""
+    truncated_pkts: int = 0
+    fragment_pkts: int = 0
+    direction: str | None = None
+    app_proto: str | None = None
+
+
+@dataclass
+class FlowTable:
+    config: FlowConfig = field(default_factory=FlowConfig)
+    flows: dict = field(default_factory=dict)
+    stats: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self._idle = int(c.idle_timeout * NS)
+        self._active = int(c.active_timeout * NS)
+        self._linger = int(c.close_linger * NS)
+        self._timers: list[tuple[int, int, tuple]] = []  # (deadline, tiebreak, key)
+        self._tick = 0
+        self.now_ns = 0
+
+    # -- packets ----------------------------------------------------------------------------
+    def add(self, r: PacketRecord) -> list[FlowRecord]:
+        """Account one packet; returns the flow records this packet completed (usually none)."""
+        out: list[FlowRecord] = []
+        ts = r.ts_ns
+        if ts > self.now_ns:
+            self.now_ns = ts
+        key, fwd = flow_key(r)
+        f = self.flows.get(key)
+        if f is not None:
+            if f.closing_ns:
+                if ts - f.closing_ns >= self._linger or (r.tcp_flags & (SYN | ACK)) == SYN:
+                    self._end(f, f.close_reason, out)
+                    f = None
+            elif ts - f.last_ns >= self._idle:
+                self._end(f, "idle", out)
+                f = None
+            elif ts - f.first_ns >= self._active and f.orig_pkts + f.resp_pkts:
+                out.append(self._record(f, "active"))
+                self._restart(f, ts)
+        if f is None:
+            f = self._new(key, fwd, r)
+        elif not (f.orig_pkts or f.resp_pkts):
+            f.first_ns = ts  # first packet after an active-timeout split
+        is_orig = fwd == f.orig_fwd
+        if is_orig:
+            f.orig_pkts += 1
+            f.orig_bytes += r.wire_len
+            f.orig_data += r.payload_len
+        else:
+            f.resp_pkts += 1
+            f.resp_bytes += r.wire_len
+            f.resp_data += r.payload_len
+        f.last_ns = ts
+        if r.truncated:
+            f.truncated_pkts += 1
+        if r.fragment:
+            f.fragment_pkts += 1
+        if f.proto == TCP:
+            self._tcp(f, r.tcp_flags, r.payload_len, is_orig, ts)
+        return out
+
+    def _new(self, key: tuple, fwd: bool, r: PacketRecord) -> Flow:
+        # The sender of the first packet originates the flow, unless it looks like the answer:
+        # a SYN-ACK, or (with no SYN seen) a packet from a well-known port to an ephemeral one.
+        # Zeek flips the same way and marks it with '^'.
+        flip = False
+        if r.proto == TCP:
+            fl = r.tcp_flags
+            if fl & SYN:
+                flip = bool(fl & ACK)
+            else:
+                flip = r.sport < _WELL_KNOWN <= r.dport
+        elif r.proto in (UDP, SCTP):
+            flip = r.sport < _WELL_KNOWN <= r.dport
+        if flip:
+            f = Flow(key, not fwd, r.vni, r.mirror_src, r.ip_version, r.proto,
+                     r.dst, r.dport, r.src, r.sport, r.ts_ns, r.ts_ns, history="^")
+            f.direction = _reverse_direction(r.direction)
+        else:
+            f = Flow(key, fwd, r.vni, r.mirror_src, r.ip_version, r.proto,
+                     r.src, r.sport, r.dst, r.dport, r.ts_ns, r.ts_ns)
+            f.direction = r.direction
+        self.flows[key] = f
+        self.stats["flows_started"] += 1
+        self._schedule(f.first_ns + self._idle, key)
+        return f
+
+    def _restart(self, f: Flow, ts: int) -> None:
+        """Continue a long flow in a new record after an active timeout: counters start over,
+        the TCP endpoint states carry on."""
+        f.first_ns = ts
+        f.orig_pkts = f.orig_bytes = f.resp_pkts = f.resp_bytes = 0
+        f.orig_data = f.resp_data = f.tcp_flags = 0
+        f.truncated_pkts = f.fragment_pkts = 0
+        f.history = ""
+
+    def _tcp(self, f: Flow, flags: int, payload_len: int, is_orig: bool, ts: int) -> None:
+        f.tcp_flags |= flags
+        new = tcpstate.letters(flags, payload_len)
+        if not is_orig:
+            new = new.lower()
+        for ch in new:
+            if ch not in f.history:
+                f.history += ch
+        if is_orig:
+            f.orig_state, f.resp_state = tcpstate.update(f.orig_state, f.resp_state, flags)
+        else:
+            f.resp_state, f.orig_state = tcpstate.update(f.resp_state, f.orig_state, flags)
+        if not f.closing_ns:
+            if flags & RST:
+                f.closing_ns, f.close_reason = ts, "rst"
+                self._schedule(ts + self._linger, f.key)
+            elif f.orig_state == tcpstate.CLOSED and f.resp_state == tcpstate.CLOSED:
+                f.closing_ns, f.close_reason = ts, "fin"
+                self._schedule(ts + self._linger, f.key)
+
+    # -- time -------------------------------------------------------------------------------
+    def _schedule(self, deadline: int, key: tuple) -> None:
+        self._tick += 1
+        heapq.heappush(self._timers, (deadline, self._tick, key))
+
+    def _deadline(self, f: Flow) -> int:
+        if f.closing_ns:
+            return min(f.closing_ns + self._linger, f.last_ns + self._idle)
+        return min(f.last_ns + self._idle, f.first_ns + self._active)
+
+    def expire(self, now_ns: int | None = None) -> list[FlowRecord]:
+        """End the flows whose deadline is at or before ``now_ns`` (default: the latest packet
+        time seen). Deadlines are re-read lazily, so a packet never has to move a timer."""
+        now = self.now_ns if now_ns is None else now_ns
+        out: list[FlowRecord] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, key = heapq.heappop(timers)
+            f = self.flows.get(key)
+            if f is None:
+                continue
+            deadline = self._deadline(f)
+            if deadline > now:
+                self._schedule(deadline, key)
+                continue
+            if f.closing_ns:
+                self._end(f, f.close_reason, out)
+            elif f.last_ns + self._idle <= now:
+                self._end(f, "idle", out)
+            else:  # active timeout with the flow still going
+                if f.orig_pkts + f.resp_pkts:
+                    out.append(self._record(f, "active"))
+                self._restart(f, f.last_ns)
+                f.first_ns = f.last_ns + 1  # nothing counted yet; the next packet re-bases
+                self._schedule(self._deadline(f), key)
+        return out
+
+    def flush(self) -> list[FlowRecord]:
+        """End every flow (end of input). Flows already past a deadline at the last packet's
+        time end for that reason, as they would had a sweep run then."""
+        out = self.expire()
+        out += [self._record(f, f.close_reason or "eof") for f in self.flows.values()
+                if f.orig_pkts + f.resp_pkts]
+        self.stats["flows_ended"] += len(self.flows)
+        self.flows.clear()
+        self._timers.clear()
+        return out
+
+    def _end(self, f: Flow, reason: str, out: list[FlowRecord]) -> None:
+        del self.flows[f.key]
+        self.stats["flows_ended"] += 1
+        if f.orig_pkts or f.resp_pkts:  # an active-timeout split may leave nothing to report
+            out.append(self._record(f, reason))
+
+    # -- records ----------------------------------------------------------------------------
+    def _record(self, f: Flow, reason: str) -> FlowRecord:
+        self.stats["flow_records"] += 1
+        cid = community_id(f.proto, f.orig_addr, f.resp_addr, f.orig_port, f.resp_port)
+        src, dst = ip_text(f.orig_addr), ip_text(f.resp_addr)
+        if f.proto == TCP:
+            state = tcpstate.conn_state_tcp(f.orig_state, f.resp_state, f.history,
+                                            f.orig_data, f.resp_data)
+        else:
+            state = tcpstate.conn_state_other(f.proto, f.orig_pkts, f.resp_pkts)
+        return FlowRecord(
+            version=5, account_id=None, interface_id=None,
+            srcaddr=src, dstaddr=dst, srcport=f.orig_port, dstport=f.resp_port, protocol=f.proto,
+            packets=f.orig_pkts + f.resp_pkts, bytes=f.orig_bytes + f.resp_bytes,
+            start=f.first_ns // NS, end=f.last_ns // NS, action=None, log_status="OK",
+            vpc_id=None, subnet_id=None, instance_id=None, tcp_flags=f.tcp_flags,
+            type="IPv4" if f.ip_version == 4 else "IPv6", pkt_srcaddr=src, pkt_dstaddr=dst,
+            region=None, az_id=None, sublocation_type=None, sublocation_id=None,
+            pkt_src_aws_service=None, pkt_dst_aws_service=None,
+            flow_direction=f.direction, traffic_path=None,
+            flow_id=flow_id(cid, f.vni, f.first_ns), community_id=cid, vni=f.vni,
+            mirror_source=ip_text(f.mirror_src) if f.mirror_src else None,
+            orig_pkts=f.orig_pkts, orig_bytes=f.orig_bytes,
+            resp_pkts=f.resp_pkts, resp_bytes=f.resp_bytes,
+            duration=(f.last_ns - f.first_ns) / NS, conn_state=state, history=f.history,
+            app_proto=f.app_proto, end_reason=reason,
+            truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
+        )
+
+
+def _reverse_direction(d: str | None) -> str | None:
+    return {"egress": "ingress", "ingress": "egress"}.get(d) if d else None

@@ -1,0 +1,38 @@
+"""Aggregates for the end-of-run summary: flows by protocol, top talkers. Pure, no I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from schemas.records import FlowRecord
+
+PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 47: "GRE", 50: "ESP"}
+
+
+def proto_name(p: int) -> str:
+    return PROTO_NAMES.get(p, f"proto {p}")
+
+
+@dataclass
+class FlowSummary:
+    flows: int = 0
+    packets: int = 0
+    bytes: int = 0
+    by_proto: Counter = field(default_factory=Counter)
+    # (originator, responder) -> bytes both ways: who talks to whom the most
+    pairs: Counter = field(default_factory=Counter)
+    vnis: Counter = field(default_factory=Counter)
+
+    def add(self, records: list[FlowRecord]) -> None:
+        for r in records:
+            self.flows += 1
+            self.packets += r.packets
+            self.bytes += r.bytes
+            self.by_proto[proto_name(r.protocol)] += 1
+            self.pairs[(r.srcaddr, r.dstaddr)] += r.bytes
+            if r.vni is not None:
+                self.vnis[r.vni] += 1
+
+    def top_talkers(self, n: int = 10) -> list[tuple[str, str, int]]:
+        return [(a, b, v) for (a, b), v in self.pairs.most_common(n)]

@@ -1,0 +1,45 @@
+"""Shared test helpers: where the public corpus is, and running the analyzer on captures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from schemas.records import FlowRecord
+from stream_app.core.flowtable import FlowConfig
+from stream_app.embedded import analyze
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLE = ROOT / "docs" / "samples" / "mirror-lab-http.pcap"
+
+# Timeouts longer than any corpus capture: one record per 5-tuple, as tshark counts them.
+NO_TIMEOUTS = FlowConfig(idle_timeout=1e9, active_timeout=1e9, close_linger=1e9)
+
+
+def corpus_files(pattern: str = "**/*") -> list[Path]:
+    files = sorted(p for p in CORPUS.glob(pattern)
+                   if p.is_file() and p.suffix not in (".md", ".json"))
+    assert files, f"no corpus files under {CORPUS} (it is ../shared/corpus from the repo root)"
+    return files
+
+
+def run(paths, tmp_path: Path, config: FlowConfig | None = None, fast: bool = True):
+    """Analyze; returns (AnalyzeResult, list of FlowRecord decoded strictly from flows.jsonl)."""
+    out = tmp_path / "out"
+    if out.exists():
+        shutil.rmtree(out)
+    res = analyze([Path(p) for p in paths], out, config, fast=fast)
+    dec = msgspec.json.Decoder(FlowRecord)
+    flows = [dec.decode(line) for line in (out / "flows.jsonl").read_bytes().splitlines()]
+    return res, flows
+
+
+@pytest.fixture
+def tshark() -> str:
+    exe = shutil.which("tshark")
+    assert exe, "tshark is required (Debian package tshark; .ci/setup.sh installs it)"
+    return exe
