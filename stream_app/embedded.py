@@ -71,11 +71,7 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
             done_bytes = 0
             n = 0
             for batch in capture_batches(reader, decoder, fast=fast):
-                add = table.add
-                for r in batch:
-                    closed = add(r)
-                    if closed:
-                        emit(closed)
+                emit(table.add_batch(batch))
                 n += 1
                 if n % EXPIRE_EVERY == 0:
                     emit(table.expire())

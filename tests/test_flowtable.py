@@ -28,8 +28,27 @@ def rev(t: float, **kw) -> PacketRecord:
     return pkt(t, **kw)
 
 
-def feed(packets, config=None, sweep_every=None):
-    table = FlowTable(config or FlowConfig())
+class _Forgetful(set):
+    """A memo that remembers nothing: every TCP segment goes through the state machine."""
+
+    def add(self, item) -> None:
+        pass
+
+
+def _table_without_memo(config):
+    table = FlowTable(config)
+    new = table._new
+
+    def _new(*args):
+        f = new(*args)
+        f.memo = _Forgetful()
+        return f
+    table._new = _new
+    return table
+
+
+def feed(packets, config=None, sweep_every=None, memo=True):
+    table = FlowTable(config or FlowConfig()) if memo else _table_without_memo(config or FlowConfig())
     out = []
     for i, p in enumerate(packets):
         out += table.add(p)
@@ -148,3 +167,5 @@ def test_records_do_not_depend_on_when_timeouts_are_swept(events, sweep_every):
     key = lambda r: r.flow_id  # noqa: E731
     assert sorted(lazy, key=key) == sorted(eager, key=key)
     assert sum(r.packets for r in lazy) == len(pkts)
+    # Skipping segment kinds already applied (the hot path's memo) changes no record.
+    assert feed(pkts, cfg, memo=False) == lazy

@@ -28,6 +28,11 @@ NS = 1_000_000_000
 TCP, UDP, SCTP = 6, 17, 132
 SYN, ACK, RST, FIN = 0x02, 0x10, 0x04, 0x01
 _WELL_KNOWN = 1024
+# History letters of every segment kind, indexed (flags << 2 | is_orig << 1 | has_data).
+_LETTERS = [
+    (lambda s, orig: s if orig else s.lower())(tcpstate.letters(i >> 2, i & 1), (i >> 1) & 1)
+    for i in range(256 << 2)
+]
 
 
 @dataclass(slots=True)
@@ -75,6 +80,8 @@ class Flow:
     fragment_pkts: int = 0
     direction: str | None = None
     app_proto: str | None = None
+    memo: set = field(default_factory=set)
+    """TCP segment kinds (flags, direction, states) already applied: see FlowTable.add."""
 
 
 @dataclass
@@ -94,44 +101,74 @@ class FlowTable:
 
     # -- packets ----------------------------------------------------------------------------
     def add(self, r: PacketRecord) -> list[FlowRecord]:
-        """Account one packet; returns the flow records this packet completed (usually none)."""
+        """Account one packet; returns the flow records it completed (usually none)."""
+        return self.add_batch((r,))
+
+    def add_batch(self, batch) -> list[FlowRecord]:
+        """Account packets in order; returns the flow records they completed.
+
+        This is the per-packet hot path, so it binds everything to locals once per batch,
+        builds the key of a port protocol inline, and lets a TCP segment that cannot change
+        the connection's state (the same flags, direction and states as one already applied)
+        skip the state machine."""
         out: list[FlowRecord] = []
-        ts = r.ts_ns
-        if ts > self.now_ns:
-            self.now_ns = ts
-        key, fwd = flow_key(r)
-        f = self.flows.get(key)
-        if f is not None:
-            if f.closing_ns:
-                if ts - f.closing_ns >= self._linger or (r.tcp_flags & (SYN | ACK)) == SYN:
-                    self._end(f, f.close_reason, out)
+        flows_get = self.flows.get
+        linger, idle, active = self._linger, self._idle, self._active
+        now = self.now_ns
+        for r in batch:
+            ts = r.ts_ns
+            if ts > now:
+                now = ts
+            proto = r.proto
+            if proto == 1 or proto == 58:
+                key, fwd = flow_key(r)
+            else:
+                src, dst = r.src, r.dst
+                sp, dp = r.sport, r.dport
+                if src < dst or (src == dst and sp <= dp):
+                    key, fwd = (r.vni, proto, src, sp, dst, dp), True
+                else:
+                    key, fwd = (r.vni, proto, dst, dp, src, sp), False
+            f = flows_get(key)
+            if f is not None:
+                if f.closing_ns:
+                    if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
+                        self._end(f, f.close_reason, out)
+                        f = None
+                elif ts - f.last_ns >= idle:
+                    self._end(f, "idle", out)
                     f = None
-            elif ts - f.last_ns >= self._idle:
-                self._end(f, "idle", out)
-                f = None
-            elif ts - f.first_ns >= self._active and f.orig_pkts + f.resp_pkts:
-                out.append(self._record(f, "active"))
-                self._restart(f, ts)
-        if f is None:
-            f = self._new(key, fwd, r)
-        elif not (f.orig_pkts or f.resp_pkts):
-            f.first_ns = ts  # first packet after an active-timeout split
-        is_orig = fwd == f.orig_fwd
-        if is_orig:
-            f.orig_pkts += 1
-            f.orig_bytes += r.wire_len
-            f.orig_data += r.payload_len
-        else:
-            f.resp_pkts += 1
-            f.resp_bytes += r.wire_len
-            f.resp_data += r.payload_len
-        f.last_ns = ts
-        if r.truncated:
-            f.truncated_pkts += 1
-        if r.fragment:
-            f.fragment_pkts += 1
-        if f.proto == TCP:
-            self._tcp(f, r.tcp_flags, r.payload_len, is_orig, ts)
+                elif ts - f.first_ns >= active:
+                    if f.orig_pkts or f.resp_pkts:
+                        out.append(self._record(f, "active"))
+                        self._restart(f, ts)
+                    else:  # first packet after expire() split the flow (first_ns was 0)
+                        f.first_ns = ts
+            if f is None:
+                f = self._new(key, fwd, r)
+            is_orig = fwd == f.orig_fwd
+            plen = r.payload_len
+            if is_orig:
+                f.orig_pkts += 1
+                f.orig_bytes += r.wire_len
+                f.orig_data += plen
+            else:
+                f.resp_pkts += 1
+                f.resp_bytes += r.wire_len
+                f.resp_data += plen
+            f.last_ns = ts
+            if r.truncated:
+                f.truncated_pkts += 1
+            if r.fragment:
+                f.fragment_pkts += 1
+            if proto == TCP:
+                # A segment kind (flags, direction, data or not) already applied since the
+                # endpoint states last changed changes nothing: skip the state machine.
+                kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
+                if kind not in f.memo:
+                    self.now_ns = now
+                    self._tcp(f, kind, ts)
+        self.now_ns = now
         return out
 
     def _new(self, key: tuple, fwd: bool, r: PacketRecord) -> Flow:
@@ -168,19 +205,23 @@ class FlowTable:
         f.orig_data = f.resp_data = f.tcp_flags = 0
         f.truncated_pkts = f.fragment_pkts = 0
         f.history = ""
+        f.memo.clear()  # tcp_flags and history start over, so every segment kind counts again
 
-    def _tcp(self, f: Flow, flags: int, payload_len: int, is_orig: bool, ts: int) -> None:
+    def _tcp(self, f: Flow, kind: int, ts: int) -> None:
+        flags = kind >> 2
         f.tcp_flags |= flags
-        new = tcpstate.letters(flags, payload_len)
-        if not is_orig:
-            new = new.lower()
-        for ch in new:
+        for ch in _LETTERS[kind]:
             if ch not in f.history:
                 f.history += ch
-        if is_orig:
+        before = (f.orig_state, f.resp_state)
+        if kind & 2:
             f.orig_state, f.resp_state = tcpstate.update(f.orig_state, f.resp_state, flags)
         else:
             f.resp_state, f.orig_state = tcpstate.update(f.resp_state, f.orig_state, flags)
+        if (f.orig_state, f.resp_state) != before:
+            f.memo.clear()  # transitions depend on the states: every kind counts again
+        elif not flags & (FIN | RST):  # these also start the close timer: never skipped
+            f.memo.add(kind)
         if not f.closing_ns:
             if flags & RST:
                 f.closing_ns, f.close_reason = ts, "rst"
@@ -197,6 +238,8 @@ class FlowTable:
     def _deadline(self, f: Flow) -> int:
         if f.closing_ns:
             return min(f.closing_ns + self._linger, f.last_ns + self._idle)
+        if not f.first_ns:  # split by an active timeout, nothing counted since
+            return f.last_ns + self._idle
         return min(f.last_ns + self._idle, f.first_ns + self._active)
 
     def expire(self, now_ns: int | None = None) -> list[FlowRecord]:
@@ -221,8 +264,7 @@ class FlowTable:
             else:  # active timeout with the flow still going
                 if f.orig_pkts + f.resp_pkts:
                     out.append(self._record(f, "active"))
-                self._restart(f, f.last_ns)
-                f.first_ns = f.last_ns + 1  # nothing counted yet; the next packet re-bases
+                self._restart(f, 0)  # nothing counted yet: the next packet sets first_ns
                 self._schedule(self._deadline(f), key)
         return out
 
