@@ -75,6 +75,14 @@ class _Reader:
             self.stats.problems.append(f"{self.name}: damaged compressed data ({exc}); the rest was skipped")
             return b""
 
+    def readinto(self, view) -> int:
+        """Read into a buffer; damaged compressed data ends the file with a described problem."""
+        try:
+            return self.f.readinto(view)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            self.stats.problems.append(f"{self.name}: damaged compressed data ({exc}); the rest was skipped")
+            return 0
+
     def position(self) -> int:
         try:
             return self._raw.tell()

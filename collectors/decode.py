@@ -102,6 +102,15 @@ class PayloadPolicy:
     max_bytes: int = 0
     ports: frozenset[int] | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0:
+            raise ValueError(f"payload max_bytes must be >= 0, not {self.max_bytes}")
+        if self.ports is not None:
+            bad = [p for p in self.ports if not 0 <= p <= 65535]
+            if bad:
+                raise ValueError(f"payload ports must be 0-65535, not {sorted(bad)[:5]}")
+            self.ports = frozenset(self.ports)
+
     def port_bitmap(self) -> bytes:
         """The policy as a 65536-bit map, the form the C fast path reads."""
         if self.ports is None:
@@ -232,6 +241,11 @@ class Decoder:
                 if nxt == _IPV6_FRAGMENT:
                     fragment = True
                     first_fragment = (_U16.unpack_from(b, l4 + 2)[0] & 0xFFF8) == 0
+                    if not first_fragment:
+                        # What follows is the middle of the original packet: no more headers.
+                        nxt = b[l4]
+                        l4 += 8
+                        break
                     hlen = 8
                 elif nxt == _IPV6_AH:
                     hlen = (b[l4 + 1] + 2) * 4
@@ -267,10 +281,10 @@ class Decoder:
                     hlen = (doff >> 4) * 4
                     if hlen < 20:
                         hlen = 20
+                    # A data offset past the segment's end is malformed, not cut short:
+                    # ``truncated`` stays what the capture says.
                     payload_len = max(0, l4_wire - hlen)
                     data_off = l4 + hlen
-                    if l4_avail < hlen:
-                        truncated = True
                 else:
                     sport, dport = _PORTS.unpack_from(b, l4)
                     truncated = True
@@ -306,7 +320,7 @@ class Decoder:
 
         payload = b""
         pol = self.payload
-        if payload_len and pol.max_bytes and (pol.ports is None or sport in pol.ports or dport in pol.ports):
+        if payload_len and pol.max_bytes > 0 and (pol.ports is None or sport in pol.ports or dport in pol.ports):
             payload = bytes(b[data_off:min(ip_end, data_off + payload_len, data_off + pol.max_bytes)])
 
         direction = None

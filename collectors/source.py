@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from collectors.capture import PcapReader, PcapngReader
-from collectors.decode import SUPPORTED_LINKTYPES, Decoder
+from collectors.capture import CHUNK, MAX_RECORD, PcapReader, PcapngReader
+from collectors.decode import GENEVE_PORT, SUPPORTED_LINKTYPES, VXLAN_PORT, Decoder
 from schemas.records import PacketRecord
 
 try:  # the C fast path is an optimisation: the pure-Python decoder gives the same records
@@ -24,8 +24,10 @@ def capture_batches(reader: PcapReader | PcapngReader, decoder: Decoder,
                     fast: bool = True) -> Iterator[list[PacketRecord]]:
     """Decode every frame of a capture; yields lists of records in capture order.
     Every frame is either a record or a drop counted in ``decoder.drops``."""
+    # The C path knows the standard tunnel ports only; other settings take the reference path.
     if fast and _fastdecode is not None and isinstance(reader, PcapReader) \
-            and reader.linktype in SUPPORTED_LINKTYPES:
+            and reader.linktype in SUPPORTED_LINKTYPES \
+            and decoder.vxlan_ports == {VXLAN_PORT} and decoder.geneve_ports == {GENEVE_PORT}:
         yield from _fast_pcap(reader, decoder)
         return
     decode = decoder.decode
@@ -43,37 +45,47 @@ def capture_batches(reader: PcapReader | PcapngReader, decoder: Decoder,
 
 def _fast_pcap(reader: PcapReader, decoder: Decoder) -> Iterator[list[PacketRecord]]:
     """The C extension walks whole chunks of pcap records; frames it declines come back as
-    (ts_ns, frame) for the reference decoder."""
+    (ts_ns, frame) for the reference decoder. Reads go into one reused buffer, with the
+    partial record at a chunk's end moved to its front (copying chunks cost more than
+    decoding them)."""
     cfg = _fastdecode.Config(PacketRecord, decoder.payload.max_bytes, decoder.payload.port_bitmap(),
                              reader.big_endian, reader.ts_scale, reader.linktype)
     decode = decoder.decode
     lt = reader.linktype
     stats = reader.stats
-    buf = b""
-    for data in reader.chunks():
-        buf = buf + data if buf else data
-        items, pos, nframes, nbytes = _fastdecode.decode_pcap(cfg, buf)
-        if pos < 0:  # a corrupt record header: stop this file, as the Python reader does
+    buf = bytearray(CHUNK + MAX_RECORD + 16)  # a chunk plus the largest partial record
+    view = memoryview(buf)
+    have = 0
+    try:
+        while True:
+            n = reader.readinto(view[have:have + CHUNK])
+            if not n:
+                break
+            have += n
+            items, pos, nframes, nbytes = _fastdecode.decode_pcap(cfg, view[:have])
             stats.frames += nframes
             stats.bytes += nbytes
-            reader.corrupt(-pos - 1, 0)
-            buf = b""
-            _resolve(items, decode, lt, decoder)
+            declined = _resolve(items, decode, lt)
+            decoder.decoded += nframes - declined
+            if pos < 0:  # a corrupt record header: stop this file, as the Python reader does
+                at = -pos - 1
+                reader.corrupt(at, int.from_bytes(buf[at + 8:at + 12], "big" if reader.big_endian else "little"))
+                have = 0
+                if items:
+                    yield items
+                return
+            rest = have - pos
+            buf[:rest] = buf[pos:have]
+            have = rest
             if items:
                 yield items
-            return
-        stats.frames += nframes
-        stats.bytes += nbytes
-        buf = buf[pos:]
-        fast = nframes - _resolve(items, decode, lt, decoder)
-        decoder.decoded += fast
-        if items:
-            yield items
-    if buf:
-        reader.cut_short(len(buf))
+        if have:
+            reader.cut_short(have)
+    finally:
+        view.release()
 
 
-def _resolve(items: list, decode, lt: int, decoder: Decoder) -> int:
+def _resolve(items: list, decode, lt: int) -> int:
     """Replace, in place, the frames the C path declined with the reference decoder's result
     (dropping those it drops); returns how many were declined."""
     declined = 0
