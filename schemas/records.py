@@ -14,6 +14,7 @@ import msgspec
 
 PACKET_BATCH_VERSION = 1
 FLOW_RECORD_VERSION = 1
+HTTP_RECORD_VERSION = 1
 
 # Why the flow stopped accumulating into this record.
 EndReason = Literal["fin", "rst", "idle", "active", "eof"]
@@ -145,10 +146,57 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     schema_version: int = FLOW_RECORD_VERSION
 
 
-# The types that get a committed JSON Schema under schemas/jsonschema/. The HTTP transaction
-# and alert records join this table when their issues define them.
+class HttpTransaction(msgspec.Struct, omit_defaults=False):
+    """One HTTP/1.x request and its response (either may be missing: see ``tags``), in the
+    spirit of Zeek's http.log. Bodies are counted, never stored; credentials and cookies are
+    redacted unless the deployment chose to keep them."""
+
+    http_id: str
+    """Deterministic: the connection's identity and this transaction's depth in it."""
+    ts: float
+    """Unix seconds of the request's first byte (of the response's, when no request was seen)."""
+    community_id: str
+    vni: int | None
+    srcaddr: str
+    """The client."""
+    srcport: int
+    dstaddr: str
+    """The server."""
+    dstport: int
+    trans_depth: int
+    """1 for the first transaction on the connection, 2 for the next ..."""
+    method: str | None
+    host: str | None
+    uri: str | None
+    version: str | None
+    """The request's HTTP version ("1.1", "1.0", "0.9")."""
+    user_agent: str | None
+    referrer: str | None
+    status_code: int | None
+    status_msg: str | None
+    request_body_len: int
+    response_body_len: int
+    request_content_type: str | None
+    response_content_type: str | None
+    latency: float | None
+    """Seconds from the request's first byte to the response's first byte."""
+    tags: list[str]
+    """What was odd: midstream, gap, truncated, no_response, no_request, pipelined, http09,
+    interim_100, tunnel, upgrade, malformed_request, malformed_response, malformed_chunked,
+    bad_content_length, conflicting_content_length, te_and_cl."""
+    authorization: str | None
+    proxy_authorization: str | None
+    cookie: str | None
+    set_cookie: str | None
+    flow_direction: str | None
+    schema_version: int = HTTP_RECORD_VERSION
+
+
+# The types that get a committed JSON Schema under schemas/jsonschema/. The alert record joins
+# this table when its issue defines it.
 SCHEMA_TYPES: dict[str, type] = {
     "packet_record": PacketRecord,
     "packet_batch": PacketBatch,
     "flow_record": FlowRecord,
+    "http_transaction": HttpTransaction,
 }

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from collectors.capture import CaptureError
-from collectors.decode import Decoder, PayloadPolicy
+from collectors.decode import Decoder
 from stream_app.core.flowtable import FlowConfig
 
 err = Console(stderr=True, soft_wrap=True)
@@ -33,6 +33,8 @@ def main() -> None:
               help="Folder for flows.jsonl and summary.json (created if missing).")
 @click.option("--idle-timeout", default=_DEFAULTS.idle_timeout, show_default=True, type=float,
               help="Seconds without a packet that end a flow.")
+@click.option("--tcp-idle-timeout", default=_DEFAULTS.tcp_idle_timeout, show_default=True, type=float,
+              help="Seconds without a packet that end a TCP connection both sides spoke on.")
 @click.option("--active-timeout", default=_DEFAULTS.active_timeout, show_default=True, type=float,
               help="Seconds after which a long flow is reported and continued in a new record "
                    "(VPC Flow Logs' 1-minute aggregation interval).")
@@ -40,21 +42,34 @@ def main() -> None:
               help="Seconds a flow stays open after FIN/FIN or RST for its last packets.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("--http/--no-http", "http", default=True, show_default=True,
+              help="Extract HTTP/1.x transactions to OUT/http.jsonl (on any port).")
+@click.option("--keep-credentials", is_flag=True,
+              help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values "
+                   "(by default they are redacted).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
-def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, active_timeout: float,
-            close_linger: float, progress: bool | None, as_json: bool, pure_python: bool) -> None:
+def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
+            active_timeout: float,
+            close_linger: float, progress: bool | None, http: bool, keep_credentials: bool,
+            as_json: bool, pure_python: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
-    traffic or plain) and write one flow record per flow to OUT/flows.jsonl."""
-    from stream_app.embedded import analyze as run
+    traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
+    HTTP transaction to OUT/http.jsonl."""
+    from stream_app.core.http import HttpConfig
+    from stream_app.core.l7 import L7Config
+    from stream_app.embedded import analyze as run, payload_policy
 
-    for t, name in ((idle_timeout, "--idle-timeout"), (active_timeout, "--active-timeout"),
+    for t, name in ((idle_timeout, "--idle-timeout"), (tcp_idle_timeout, "--tcp-idle-timeout"),
+                    (active_timeout, "--active-timeout"),
                     (close_linger, "--close-linger")):
         if t <= 0:
             raise click.BadParameter("must be positive", param_hint=name)
-    cfg = FlowConfig(idle_timeout=idle_timeout, active_timeout=active_timeout,
+    cfg = FlowConfig(idle_timeout=idle_timeout, tcp_idle_timeout=tcp_idle_timeout,
+                     active_timeout=active_timeout,
                      close_linger=close_linger)
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
     _check_out_dir(out_dir)
     show = err.is_terminal if progress is None else progress
     total = sum(p.stat().st_size for p in captures if p.is_file())
@@ -63,11 +78,11 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, acti
             with Progress(TextColumn("[bold]analyzing"), BarColumn(), DownloadColumn(),
                           TimeRemainingColumn(), console=err, transient=True) as bar:
                 task = bar.add_task("read", total=total)
-                res = run(list(captures), out_dir, cfg, Decoder(payload=PayloadPolicy()),
-                          fast=not pure_python, progress=lambda n: bar.advance(task, n))
+                res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
+                          fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7)
         else:
-            res = run(list(captures), out_dir, cfg, Decoder(payload=PayloadPolicy()),
-                      fast=not pure_python)
+            res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
+                      fast=not pure_python, l7=l7)
     except CaptureError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
@@ -126,9 +141,21 @@ def _print_summary(res) -> None:
         for a, b, v in talkers:
             t.add_row(a, b, f"{v:,}")
         out.print(t)
+    hs = res.http
+    if hs.transactions:
+        out.print(f"[bold]HTTP[/bold]: {hs.transactions:,} transactions")
+        t = Table()
+        t.add_column("status")
+        t.add_column("count", justify="right")
+        for cls, n in sorted(hs.by_class.items()):
+            t.add_row(cls, f"{n:,}")
+        out.print(t)
+        if hs.hosts:
+            out.print("Top hosts: " + ", ".join(f"{h} ({n:,})" for h, n in hs.hosts.most_common(5)))
     for p in res.problems:
         err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
-    out.print(f"wrote {res.outputs.get('flows')}")
+    out.print("wrote " + ", ".join(res.outputs.values()))
+
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import orjson
 from collectors.capture import linktype_name, open_capture
 from collectors.decode import SUPPORTED_LINKTYPES, Decoder, PayloadPolicy
 from collectors.source import capture_batches
-from stream_app.core.flowtable import FlowConfig, FlowTable
-from stream_app.core.summary import FlowSummary
+from stream_app.core.flowtable import FlowConfig
+from stream_app.core.l7 import L7Config
+from stream_app.core.processor import CoreConfig, Processor, Results
+from stream_app.core.summary import FlowSummary, HttpSummary
 from stream_app.sinks.localfiles import JsonlWriter
 
 EXPIRE_EVERY = 8  # batches between timeout sweeps
@@ -28,6 +30,7 @@ class AnalyzeResult:
     drops: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     flows: FlowSummary = field(default_factory=FlowSummary)
+    http: HttpSummary = field(default_factory=HttpSummary)
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -43,38 +46,72 @@ class AnalyzeResult:
             "flow_bytes": self.flows.bytes, "flows_by_protocol": dict(self.flows.by_proto),
             "top_talkers": [{"src": a, "dst": b, "bytes": v} for a, b, v in self.flows.top_talkers()],
             "vnis": {str(k): v for k, v in self.flows.vnis.items()},
+            "http_transactions": self.http.transactions,
+            "http_by_status_class": dict(self.http.by_class),
+            "http_tags": dict(self.http.tags),
+            "http_top_hosts": dict(self.http.hosts.most_common(10)),
             "outputs": self.outputs,
         }
 
 
+def payload_policy(l7: L7Config | None) -> PayloadPolicy:
+    """HTTP is recognised on any port, so it needs every TCP payload; flows need none."""
+    return PayloadPolicy(max_bytes=65535, ports=None) if l7 is not None else PayloadPolicy()
+
+
+class LocalOutputs:
+    """Writes the core's results to a folder (flows.jsonl) and keeps the summary's
+    aggregates. Used by `analyze` and by a collector running in embedded mode."""
+
+    def __init__(self, out_dir: Path):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        self.flows_path = out_dir / "flows.jsonl"
+        self.http_path = out_dir / "http.jsonl"
+        self._flows = JsonlWriter(self.flows_path)
+        self._http = JsonlWriter(self.http_path)
+        self.summary = FlowSummary()
+        self.http_summary = HttpSummary()
+
+    def write(self, results: Results) -> None:
+        if results.flows:
+            self._flows.write(results.flows)
+            self.summary.add(results.flows)
+        if results.http:
+            self._http.write(results.http)
+            self.http_summary.add(results.http)
+
+    def close(self) -> dict[str, str]:
+        self._flows.close()
+        self._http.close()
+        return {"flows": str(self.flows_path), "http": str(self.http_path)}
+
+
 def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | None = None,
             decoder: Decoder | None = None, fast: bool = True,
-            progress: Callable[[int], None] | None = None) -> AnalyzeResult:
+            progress: Callable[[int], None] | None = None,
+            l7: L7Config | None = L7Config()) -> AnalyzeResult:
     """Analyze the captures in order as one stream of packets (give rotated captures in time
-    order) and write out_dir/flows.jsonl and out_dir/summary.json.
+    order) and write out_dir/flows.jsonl, out_dir/http.jsonl and out_dir/summary.json.
+    With ``l7=None`` only flow records are made (and no payload is kept).
 
     Raises CaptureError before writing anything if a file cannot be opened, and OSError if
     the output folder cannot be written."""
     readers = [open_capture(p) for p in paths]  # fail on a bad file before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
-    decoder = decoder or Decoder(payload=PayloadPolicy())
-    table = FlowTable(flow_config or FlowConfig())
-    res = AnalyzeResult(files=[str(p) for p in paths])
-    flows_path = out_dir / "flows.jsonl"
-    with JsonlWriter(flows_path) as flows_out:
-        def emit(records):
-            if records:
-                flows_out.write(records)
-                res.flows.add(records)
-
+    decoder = decoder or Decoder(payload=payload_policy(l7))
+    core = Processor(CoreConfig(flows=flow_config or FlowConfig(), l7=l7))
+    outputs = LocalOutputs(out_dir)
+    res = AnalyzeResult(files=[str(p) for p in paths], flows=outputs.summary,
+                        http=outputs.http_summary)
+    try:
         for reader in readers:
             done_bytes = 0
             n = 0
             for batch in capture_batches(reader, decoder, fast=fast):
-                emit(table.add_batch(batch))
+                outputs.write(core.process(batch))
                 n += 1
                 if n % EXPIRE_EVERY == 0:
-                    emit(table.expire())
+                    outputs.write(core.tick())
                 if progress is not None:
                     pos = reader.position()
                     progress(pos - done_bytes)
@@ -90,11 +127,11 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
             res.problems.extend(reader.stats.problems)
             res.frames += reader.stats.frames
             reader.close()
-        emit(table.flush())
+        outputs.write(core.finish())
+    finally:
+        res.outputs = outputs.close()
     res.decoded = decoder.decoded
     res.drops = +decoder.drops
-    res.outputs = {"flows": str(flows_path)}
     (out_dir / "summary.json").write_bytes(
         orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return res
-

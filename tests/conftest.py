@@ -17,7 +17,7 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 SAMPLE = ROOT / "docs" / "samples" / "mirror-lab-http.pcap"
 
 # Timeouts longer than any corpus capture: one record per 5-tuple, as tshark counts them.
-NO_TIMEOUTS = FlowConfig(idle_timeout=1e9, active_timeout=1e9, close_linger=1e9)
+NO_TIMEOUTS = FlowConfig(idle_timeout=1e9, tcp_idle_timeout=1e9, active_timeout=1e9, close_linger=1e9)
 
 
 def corpus_files(pattern: str = "**/*") -> list[Path]:

@@ -117,6 +117,17 @@ def test_idle_timeout_splits_a_flow():
     assert [r.packets for r in recs] == [1, 1]
 
 
+def test_answered_tcp_connections_outlive_the_short_idle_timeout():
+    # An unanswered attempt ends after idle_timeout; a connection both sides spoke on waits
+    # tcp_idle_timeout (an idle keep-alive connection is still one connection).
+    cfg = FlowConfig(idle_timeout=15, tcp_idle_timeout=300, active_timeout=1000)
+    attempts = feed([pkt(0, flags=SYN), pkt(20, flags=SYN)], cfg)
+    assert [r.end_reason for r in attempts] == ["idle", "eof"]
+    [conn] = feed(handshake() + [pkt(20, flags=PSH | ACK, data=5), rev(100, flags=PSH | ACK, data=5)], cfg)
+    assert conn.packets == 5 and conn.end_reason == "eof"
+    assert len(feed(handshake() + [pkt(400, flags=ACK)], cfg)) == 2
+
+
 def test_active_timeout_reports_long_flows_without_losing_packets():
     pkts = handshake() + [pkt(1 + i, flags=ACK, data=10) for i in range(150)]
     recs = feed(pkts, FlowConfig(active_timeout=60, idle_timeout=15))
@@ -161,7 +172,7 @@ def test_records_do_not_depend_on_when_timeouts_are_swept(events, sweep_every):
             src, dst, sp, dp = dst, src, dp, sp
         pkts.append(pkt(t, src=src, dst=dst, sport=sp, dport=dp, flags=flags if proto == 6 else 0,
                         data=data, proto=proto))
-    cfg = FlowConfig(idle_timeout=15, active_timeout=60, close_linger=5)
+    cfg = FlowConfig(idle_timeout=15, tcp_idle_timeout=30, active_timeout=60, close_linger=5)
     lazy = feed(pkts, cfg)
     eager = feed(pkts, cfg, sweep_every=sweep_every)
     key = lambda r: r.flow_id  # noqa: E731

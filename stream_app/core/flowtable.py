@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
+from stream_app.core.l7 import L7
 
 NS = 1_000_000_000
 TCP, UDP, SCTP = 6, 17, 132
@@ -38,7 +39,12 @@ _LETTERS = [
 @dataclass(slots=True)
 class FlowConfig:
     idle_timeout: float = 15.0
-    """Seconds without a packet after which a flow ends (softflowd's and IPFIX's usual 15 s)."""
+    """Seconds without a packet after which a flow ends (softflowd's and IPFIX's usual 15 s):
+    UDP, ICMP, other protocols and TCP connection attempts nobody answered."""
+    tcp_idle_timeout: float = 300.0
+    """The same for TCP connections both sides have spoken on (Zeek's tcp_inactivity_timeout):
+    an idle keep-alive connection is still one connection, and its HTTP state lives on.
+    Long flows are still reported every active_timeout."""
     active_timeout: float = 60.0
     """Seconds after which a long flow is reported and continued in a new record: VPC Flow
     Logs' shortest aggregation interval."""
@@ -81,18 +87,39 @@ class Flow:
     direction: str | None = None
     app_proto: str | None = None
     memo: set = field(default_factory=set)
-    """TCP segment kinds (flags, direction, states) already applied: see FlowTable.add."""
+    """TCP segment kinds (flags, direction, data) applied since the states last changed."""
+    l7: object = False
+    """Application analysis: None = not decided yet, False = none, else the analyzer."""
+    isn_orig: int | None = None
+    isn_resp: int | None = None
+    l7_tries: int = 0
+    l7_held: object = None
+    """The client's first data segment while the flow's protocol is undecided."""
+    conn_first_ns: int = 0
+    """First packet of the connection (first_ns restarts at each active-timeout split)."""
+    cid: str | None = None
+    idle_ns: int = 0
+    """This flow's idle timeout: longer once a TCP connection is answered."""
+
+    def cid_cache(self) -> str:
+        if self.cid is None:
+            self.cid = community_id(self.proto, self.orig_addr, self.resp_addr,
+                                    self.orig_port, self.resp_port)
+        return self.cid
 
 
 @dataclass
 class FlowTable:
     config: FlowConfig = field(default_factory=FlowConfig)
+    l7: L7 | None = None
+    """Application-layer analysis (HTTP) of TCP flows; None: flows only."""
     flows: dict = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         c = self.config
         self._idle = int(c.idle_timeout * NS)
+        self._tcp_idle = int(c.tcp_idle_timeout * NS)
         self._active = int(c.active_timeout * NS)
         self._linger = int(c.close_linger * NS)
         self._timers: list[tuple[int, int, tuple]] = []  # (deadline, tiebreak, key)
@@ -113,7 +140,8 @@ class FlowTable:
         skip the state machine."""
         out: list[FlowRecord] = []
         flows_get = self.flows.get
-        linger, idle, active = self._linger, self._idle, self._active
+        l7_undecided = self.l7.undecided if self.l7 is not None else None
+        linger, active = self._linger, self._active
         now = self.now_ns
         for r in batch:
             ts = r.ts_ns
@@ -135,8 +163,12 @@ class FlowTable:
                     if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
                         self._end(f, f.close_reason, out)
                         f = None
-                elif ts - f.last_ns >= idle:
-                    self._end(f, "idle", out)
+                elif ts - f.last_ns >= f.idle_ns:
+                    # Both deadlines may have passed: the earlier one decides, as a sweep at
+                    # that moment would have.
+                    first = f.first_ns
+                    late_active = first and first + active < f.last_ns + f.idle_ns
+                    self._end(f, "active" if late_active else "idle", out)
                     f = None
                 elif ts - f.first_ns >= active:
                     if f.orig_pkts or f.resp_pkts:
@@ -162,6 +194,12 @@ class FlowTable:
             if r.fragment:
                 f.fragment_pkts += 1
             if proto == TCP:
+                a = f.l7
+                if a is not False:
+                    if a is None:
+                        l7_undecided(f, r, is_orig)
+                    elif plen or a.waiting():  # a pure ACK only matters while a hole waits
+                        a.packet(r, is_orig)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
@@ -192,6 +230,10 @@ class FlowTable:
             f = Flow(key, fwd, r.vni, r.mirror_src, r.ip_version, r.proto,
                      r.src, r.sport, r.dst, r.dport, r.ts_ns, r.ts_ns)
             f.direction = r.direction
+        f.conn_first_ns = r.ts_ns
+        f.idle_ns = self._idle
+        if r.proto == TCP and self.l7 is not None:
+            f.l7 = None
         self.flows[key] = f
         self.stats["flows_started"] += 1
         self._schedule(f.first_ns + self._idle, key)
@@ -219,6 +261,8 @@ class FlowTable:
         else:
             f.resp_state, f.orig_state = tcpstate.update(f.resp_state, f.orig_state, flags)
         if (f.orig_state, f.resp_state) != before:
+            if f.orig_pkts and f.resp_pkts:
+                f.idle_ns = self._tcp_idle  # answered: a connection, not an attempt
             f.memo.clear()  # transitions depend on the states: every kind counts again
         elif not flags & (FIN | RST):  # these also start the close timer: never skipped
             f.memo.add(kind)
@@ -237,10 +281,10 @@ class FlowTable:
 
     def _deadline(self, f: Flow) -> int:
         if f.closing_ns:
-            return min(f.closing_ns + self._linger, f.last_ns + self._idle)
+            return min(f.closing_ns + self._linger, f.last_ns + f.idle_ns)
         if not f.first_ns:  # split by an active timeout, nothing counted since
-            return f.last_ns + self._idle
-        return min(f.last_ns + self._idle, f.first_ns + self._active)
+            return f.last_ns + f.idle_ns
+        return min(f.last_ns + f.idle_ns, f.first_ns + self._active)
 
     def expire(self, now_ns: int | None = None) -> list[FlowRecord]:
         """End the flows whose deadline is at or before ``now_ns`` (default: the latest packet
@@ -259,19 +303,27 @@ class FlowTable:
                 continue
             if f.closing_ns:
                 self._end(f, f.close_reason, out)
-            elif f.last_ns + self._idle <= now:
-                self._end(f, "idle", out)
-            else:  # active timeout with the flow still going
+                continue
+            idle_at = f.last_ns + f.idle_ns
+            if f.first_ns and f.first_ns + self._active < idle_at:
+                # The active timeout came first: report, and go on with an empty record
+                # (which the idle timeout, if it has passed too, ends without a report).
                 if f.orig_pkts + f.resp_pkts:
                     out.append(self._record(f, "active"))
                 self._restart(f, 0)  # nothing counted yet: the next packet sets first_ns
-                self._schedule(self._deadline(f), key)
+                if idle_at > now:
+                    self._schedule(self._deadline(f), key)
+                    continue
+            self._end(f, "idle", out)
         return out
 
     def flush(self) -> list[FlowRecord]:
         """End every flow (end of input). Flows already past a deadline at the last packet's
         time end for that reason, as they would had a sweep run then."""
         out = self.expire()
+        for f in self.flows.values():
+            if f.l7:
+                self.l7.flow_end(f)
         out += [self._record(f, f.close_reason or "eof") for f in self.flows.values()
                 if f.orig_pkts + f.resp_pkts]
         self.stats["flows_ended"] += len(self.flows)
@@ -281,6 +333,8 @@ class FlowTable:
 
     def _end(self, f: Flow, reason: str, out: list[FlowRecord]) -> None:
         del self.flows[f.key]
+        if f.l7:
+            self.l7.flow_end(f)
         self.stats["flows_ended"] += 1
         if f.orig_pkts or f.resp_pkts:  # an active-timeout split may leave nothing to report
             out.append(self._record(f, reason))
@@ -288,7 +342,7 @@ class FlowTable:
     # -- records ----------------------------------------------------------------------------
     def _record(self, f: Flow, reason: str) -> FlowRecord:
         self.stats["flow_records"] += 1
-        cid = community_id(f.proto, f.orig_addr, f.resp_addr, f.orig_port, f.resp_port)
+        cid = f.cid_cache()
         src, dst = ip_text(f.orig_addr), ip_text(f.resp_addr)
         if f.proto == TCP:
             state = tcpstate.conn_state_tcp(f.orig_state, f.resp_state, f.history,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from schemas.records import FlowRecord
+from schemas.records import FlowRecord, HttpTransaction
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 47: "GRE", 50: "ESP"}
 
@@ -36,3 +36,19 @@ class FlowSummary:
 
     def top_talkers(self, n: int = 10) -> list[tuple[str, str, int]]:
         return [(a, b, v) for (a, b), v in self.pairs.most_common(n)]
+
+
+@dataclass
+class HttpSummary:
+    transactions: int = 0
+    by_class: Counter = field(default_factory=Counter)
+    tags: Counter = field(default_factory=Counter)
+    hosts: Counter = field(default_factory=Counter)
+
+    def add(self, records: list[HttpTransaction]) -> None:
+        for r in records:
+            self.transactions += 1
+            self.by_class[f"{r.status_code // 100}xx" if r.status_code else "none"] += 1
+            self.tags.update(r.tags)
+            if r.host:
+                self.hosts[r.host] += 1

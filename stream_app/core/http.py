@@ -1,0 +1,618 @@
+"""HTTP/1.x transactions from the two reassembled byte streams of a TCP connection.
+
+A small streaming framer, written for what mirrored traffic needs rather than taken from a
+strict parser (llhttp via httptools, or h11), because it must
+- frame a response by its request (HEAD, CONNECT) and by its status (1xx, 204, 304);
+- keep counting through gaps inside a body and resynchronise on the next message after a gap
+  it cannot cross, where a strict parser's state is simply lost;
+- tolerate what real servers send (bare LF line ends, HTTP/0.9, junk between messages) and tag
+  what is malformed instead of stopping;
+- count bodies without storing them, and be cheap on the per-packet path (a body segment costs
+  one subtraction).
+
+Requests and responses pair in order (pipelining), 1xx interim responses are noted on the
+request they answer, and the value of credentials and cookies is redacted unless the caller
+asks to keep it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PENDING = 64
+MAX_URI = 8192
+MAX_CONTENT_LENGTH = 1 << 62
+RESYNC_TAIL = 96
+
+_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+            b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH",
+            b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
+            b"PURGE", b"LINK", b"UNLINK", b"BPROPFIND", b"POLL")
+# Where a message may start: a request line (any token method, as servers accept) or a status line.
+_REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19} [^\s]{1,%d}( HTTP/\d\.\d)?\r?\n" % MAX_URI)
+_RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}")
+_TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19}")
+_RESYNC_REQUEST = re.compile(rb"(?:%s) [^\s]+ HTTP/1\.[01]\r?\n" % b"|".join(_METHODS))
+_RESYNC_RESPONSE = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r\n]")
+
+REDACTED = "[redacted]"
+
+# Framer states
+START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, UNTIL_CLOSE, TUNNEL, LOST = range(10)
+
+
+@dataclass(slots=True)
+class HttpConfig:
+    keep_credentials: bool = False
+    """Keep the values of Authorization, Proxy-Authorization, Cookie and Set-Cookie (off:
+    they are redacted, keeping only the auth scheme and the cookie names)."""
+    max_pending: int = MAX_PENDING
+    """Requests awaiting a response per connection; older ones are reported as no_response."""
+
+
+def redact_auth(value: str) -> str:
+    scheme, _, rest = value.partition(" ")
+    return f"{scheme} {REDACTED}" if rest else REDACTED
+
+
+def redact_cookie(value: str) -> str:
+    parts = []
+    for item in value.split(";"):
+        name, eq, _ = item.strip().partition("=")
+        parts.append(f"{name}={REDACTED}" if eq else REDACTED)
+    return "; ".join(parts)
+
+
+class Txn:
+    """One request/response exchange being assembled. Fields default at class level, so a
+    new transaction costs only the fields its messages set (most stay None)."""
+
+    method = uri = version = host = user_agent = referrer = req_ctype = None
+    reason = resp_version = resp_ctype = auth = proxy_auth = cookie = set_cookie = None
+    status = resp_ts = None
+    req_body = resp_body = 0
+    req_done = False
+
+    def __init__(self, ts: int, depth: int):
+        self.ts = ts
+        self.depth = depth
+        self.tags: list[str] = []
+
+    def tag(self, t: str) -> None:
+        if t not in self.tags:
+            self.tags.append(t)
+
+
+class MessageStream:
+    """Frames the HTTP messages of one direction; a reassembly consumer (data, gap, end)."""
+
+    __slots__ = ("conv", "is_request", "state", "buf", "remaining", "txn", "msg_ts")
+
+    def __init__(self, conv: HttpConversation, is_request: bool):
+        self.conv = conv
+        self.is_request = is_request
+        self.state = START
+        self.buf = b""
+        self.remaining = 0
+        self.txn: Txn | None = None
+        self.msg_ts = 0
+
+    # -- reassembly consumer ------------------------------------------------------------------
+    def data(self, data: bytes, ts: int) -> None:
+        st = self.state
+        if st == BODY:  # the common case: a segment of a known-length body
+            n = len(data)
+            if n < self.remaining:
+                self.remaining -= n
+                self._count_body(n)
+                return
+        elif st == TUNNEL:
+            conv = self.conv
+            if conv.probe_tunnel and self.is_request:
+                # A CONNECT tunnel usually carries TLS; when it carries plain HTTP, parse it.
+                conv.probe_tunnel = False
+                if looks_like_http(data, True):
+                    conv.requests.state = conv.responses.state = START
+                    self._feed(data, ts)
+            return
+        self._feed(data, ts)
+
+    def gap(self, n: int, ts: int) -> None:
+        st = self.state
+        txn = self.txn
+        if st in (BODY, CHUNK_DATA) and n <= self.remaining:
+            self.remaining -= n
+            self._count_body(n)
+            if txn is not None:
+                txn.tag("gap")
+            if st == BODY and self.remaining == 0:
+                self._end_message(ts)
+            elif st == CHUNK_DATA and self.remaining == 0:
+                self.state = CHUNK_END
+            return
+        if st == UNTIL_CLOSE:
+            self._count_body(n)
+            if txn is not None:
+                txn.tag("gap")
+            return
+        if st == TUNNEL:
+            return
+        if txn is not None:
+            txn.tag("gap")
+            self._end_message(ts, complete=False)
+        elif st == START:
+            # Lost bytes at a message boundary held the start of a message: charge it to the
+            # exchange it belonged to, so that the messages after it still pair correctly.
+            self.conv.lost_message(self.is_request, ts)
+        self.conv.stats_lost += 1
+        self.state = LOST
+        self.buf = b""
+
+    def end(self, ts: int) -> None:
+        st = self.state
+        if st == UNTIL_CLOSE:
+            self._end_message(ts)
+        elif st in (HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER) and self.txn is not None:
+            self.txn.tag("truncated")
+            self._end_message(ts, complete=False)
+        elif st == START and self.buf.strip():
+            self.conv.malformed(self.is_request, ts)
+        self.state = TUNNEL
+
+    # -- framing ------------------------------------------------------------------------------
+    def _count_body(self, n: int) -> None:
+        txn = self.txn
+        if txn is not None:
+            if self.is_request:
+                txn.req_body += n
+            else:
+                txn.resp_body += n
+
+    def _feed(self, data: bytes, ts: int) -> None:
+        buf = self.buf + data if self.buf else data
+        self.buf = b""
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            st = self.state
+            if st == BODY:
+                take = min(self.remaining, n - pos)
+                self.remaining -= take
+                self._count_body(take)
+                pos += take
+                if self.remaining == 0:
+                    self._end_message(ts)
+            elif st == START:
+                # Blank lines between messages are allowed (RFC 9112 2.2).
+                while pos < n and buf[pos] in (13, 10):
+                    pos += 1
+                if pos == n:
+                    return
+                self.msg_ts = ts
+                self.state = HEAD
+            elif st == HEAD:
+                end = buf.find(b"\r\n\r\n", pos)
+                sep = 4
+                lf = buf.find(b"\n\n", pos)
+                if lf != -1 and (end == -1 or lf < end):
+                    end, sep = lf, 2
+                if end == -1:
+                    if self.is_request and self._http09(buf, pos, ts):
+                        pos = buf.index(b"\n", pos) + 1
+                        continue
+                    if n - pos > MAX_HEADER_BYTES:
+                        self.conv.malformed(self.is_request, ts)
+                        self.state = LOST
+                        self.buf = b""
+                        self._resync(buf[pos:], ts)
+                        return
+                    self.buf = buf[pos:]
+                    return
+                head = buf[pos:end]
+                pos = end + sep
+                if not self._start_message(head, ts):
+                    self.state = LOST
+                    self._resync(buf[pos:], ts)
+                    return
+            elif st == CHUNK_SIZE:
+                eol = buf.find(b"\n", pos)
+                if eol == -1:
+                    if n - pos > 1024:
+                        self._framing_error(ts)
+                        self._resync(buf[pos:], ts)
+                        return
+                    self.buf = buf[pos:]
+                    return
+                line = buf[pos:eol].split(b";", 1)[0].strip()
+                pos = eol + 1
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    self._framing_error(ts)
+                    self._resync(buf[pos:], ts)
+                    return
+                if size < 0 or size > 1 << 62:
+                    self._framing_error(ts)
+                    self._resync(buf[pos:], ts)
+                    return
+                if size == 0:
+                    self.state = TRAILER
+                else:
+                    self.remaining = size
+                    self.state = CHUNK_DATA
+            elif st == CHUNK_DATA:
+                take = min(self.remaining, n - pos)
+                self.remaining -= take
+                self._count_body(take)
+                pos += take
+                if self.remaining == 0:
+                    self.state = CHUNK_END
+            elif st == CHUNK_END:
+                eol = buf.find(b"\n", pos)
+                if eol == -1:
+                    if n - pos > 2:
+                        self._framing_error(ts)
+                        return
+                    self.buf = buf[pos:]
+                    return
+                pos = eol + 1
+                self.state = CHUNK_SIZE
+            elif st == TRAILER:
+                eol = buf.find(b"\n", pos)
+                if eol == -1:
+                    self.buf = buf[pos:]
+                    return
+                line = buf[pos:eol].strip()
+                pos = eol + 1
+                if not line:
+                    self._end_message(ts)
+            elif st == UNTIL_CLOSE:
+                self._count_body(n - pos)
+                return
+            elif st == TUNNEL:
+                return
+            else:  # LOST
+                self._resync(buf[pos:], ts)
+                return
+
+    def _framing_error(self, ts: int) -> None:
+        if self.txn is not None:
+            self.txn.tag("malformed_chunked")
+            self._end_message(ts, complete=False)
+        self.state = LOST
+        self.buf = b""
+
+    def _resync(self, data: bytes, ts: int) -> None:
+        """Look for the next message start after a gap or garbage; keep a short tail so a
+        start line split over two segments is still found."""
+        pat = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
+        m = pat.search(data)
+        if m is None:
+            self.buf = data[-RESYNC_TAIL:]
+            self.state = LOST
+            return
+        self.conv.stats_resync += 1
+        self.state = START
+        self.buf = b""
+        self._feed(data[m.start():], ts)
+
+    def _http09(self, buf: bytes, pos: int, ts: int) -> bool:
+        """An HTTP/0.9 request is one line, 'GET /path', with no version and no headers."""
+        eol = buf.find(b"\n", pos)
+        if eol == -1:
+            return False
+        parts = buf[pos:eol].strip().split()
+        if len(parts) != 2 or parts[0] != b"GET":
+            return False
+        txn = self.conv.new_request(self.msg_ts or ts)
+        txn.method, txn.uri, txn.version = "GET", _text(parts[1][:MAX_URI]), "0.9"
+        txn.tag("http09")
+        txn.req_done = True
+        self.conv.http09 = True
+        self.state = START
+        self.conv.request_done(txn)
+        return True
+
+    def _start_message(self, head: bytes, ts: int) -> bool:
+        parsed = parse_head(head, self.is_request)
+        conv = self.conv
+        if parsed is None:
+            conv.malformed(self.is_request, ts)
+            return False
+        a, b, c, length, chunked, tags, fields = parsed
+        if self.is_request:
+            txn = conv.new_request(self.msg_ts or ts)
+            txn.method, txn.uri, txn.version = a, b, c
+        else:
+            txn = conv.response_for(self.msg_ts or ts)
+            if 100 <= a < 200 and a != 101:
+                # An interim response: the final one follows for the same request.
+                txn.tag(f"interim_{a}")
+                self.state = START
+                return True
+            txn.status, txn.reason, txn.resp_version = a, b, c
+            txn.resp_ts = self.msg_ts or ts
+        self.txn = txn
+        for t in tags:
+            txn.tag(t)
+        for attr, value in fields:
+            if attr in _REDACT:
+                value = conv.credential(value, _REDACT[attr])
+                if attr == "set_cookie" and txn.set_cookie is not None:
+                    value = f"{txn.set_cookie}, {value}"
+            setattr(txn, attr, value)
+        # How long is the body?
+        if self.is_request:
+            if chunked:
+                self.state = CHUNK_SIZE
+            elif length:
+                self.state, self.remaining = BODY, length
+            else:
+                self._end_message(ts)
+        else:
+            method = txn.method
+            status = txn.status
+            if method == "HEAD" or status in (204, 304):
+                self._end_message(ts)
+            elif method == "CONNECT" and 200 <= status < 300 or status == 101:
+                txn.tag("tunnel" if status != 101 else "upgrade")
+                self._end_message(ts)
+                conv.tunnel(probe=status != 101)
+            elif chunked:
+                self.state = CHUNK_SIZE
+            elif length is not None:
+                if length:
+                    self.state, self.remaining = BODY, length
+                else:
+                    self._end_message(ts)
+            else:
+                self.state = UNTIL_CLOSE
+        return True
+
+    def _end_message(self, ts: int, complete: bool = True) -> None:
+        txn = self.txn
+        self.txn = None
+        if self.state != TUNNEL:
+            self.state = START
+        if txn is None:
+            return
+        if self.is_request:
+            txn.req_done = True
+            self.conv.request_done(txn)
+        else:
+            self.conv.response_done(txn)
+
+
+def parse_head(head: bytes, is_request: bool):
+    """Parse one message head (start line and header block, without the blank line).
+
+    Returns None when the start line begins no message, else a tuple
+    (a, b, c, length, chunked, tags, fields):
+    - a request: a = method, b = URI (or None), c = version (or None);
+      a response: a = status code (int), b = reason phrase (or None), c = version;
+    - length = the Content-Length (None when absent or invalid), chunked = whether the
+      Transfer-Encoding says chunked;
+    - tags = what was odd, in order; fields = (Txn attribute, text value) pairs to set,
+      credentials unredacted (the caller redacts).
+    A pure function of its input, so that a C version can be held equal to it."""
+    eol = head.find(b"\n")
+    first = (head if eol == -1 else head[:eol]).rstrip(b"\r")
+    rest = b"" if eol == -1 else head[eol:]
+    tags: list[str] = []
+    if is_request:
+        parts = first.split()
+        if not parts or not _TOKEN.fullmatch(parts[0]):
+            return None
+        # Read what the line gives even when it is not well-formed (a missing URI or
+        # version, extra spaces): servers answer such requests, and so must the record.
+        a = _text(parts[0])
+        b = _text(parts[1][:MAX_URI]) if len(parts) > 1 else None
+        c = _text(parts[2][5:]) if len(parts) > 2 and parts[2].startswith(b"HTTP/") else None
+        if len(parts) != 3 or c is None or first.count(b" ") != 2:
+            tags.append("malformed_request")
+        text_fields = _REQUEST_TEXT
+    else:
+        if not first.startswith(b"HTTP/") or len(first) < 12:
+            return None
+        try:
+            a = int(first[9:12])
+        except ValueError:
+            return None
+        b = _text(first[13:]) or None
+        c = _text(first[5:8])
+        text_fields = _RESPONSE_TEXT
+    length = None
+    chunked = False
+    fields: list[tuple[str, str]] = []
+    for name, value in _headers(rest):
+        if name == b"content-length":
+            try:
+                v = int(value.decode("ascii", "replace").strip())
+            except ValueError:
+                v = -1
+            if v < 0 or v > MAX_CONTENT_LENGTH:
+                # Negative, overflowing or unreadable lengths are invalid; servers reject or
+                # misread them, so the bytes after the head are framed as the next message.
+                if "bad_content_length" not in tags:
+                    tags.append("bad_content_length")
+                continue
+            if length is not None and v != length and "conflicting_content_length" not in tags:
+                tags.append("conflicting_content_length")
+            length = v
+        elif name == b"transfer-encoding":
+            if b"chunked" in value.lower():
+                chunked = True
+        else:
+            attr = text_fields.get(name)
+            if attr is not None:
+                fields.append((attr, _text(value)))
+    if chunked and length is not None:
+        # RFC 9112 6.3: Transfer-Encoding overrides Content-Length (a smuggling sign).
+        tags.append("te_and_cl")
+    return a, b, c, length, chunked, tags, fields
+
+
+# The headers a record uses; everything else in a header block is skipped over by the regex
+# engine without building Python objects (most of a message's parsing cost otherwise).
+_WANTED = re.compile(
+    rb"\n(content-length|transfer-encoding|host|user-agent|referer|content-type|authorization"
+    rb"|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r?\n|$)",
+    re.IGNORECASE)
+
+
+def _headers(block: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, value) of the wanted headers in a header block (which starts with the
+    newline that ended the start line)."""
+    if b"\n " in block or b"\n\t" in block:
+        block = _unfold(block)
+    return [(name.lower(), value) for name, value in _WANTED.findall(block)]
+
+
+def _unfold(block: bytes) -> bytes:
+    """Obsolete line folding (RFC 9112 5.2): a line starting with white space continues the
+    previous header's value."""
+    return re.sub(rb"\r?\n[ \t]+", b" ", block)
+
+
+# Header -> Txn attribute, for the headers a record keeps.
+_REQUEST_TEXT = {b"host": "host", b"user-agent": "user_agent", b"referer": "referrer",
+                 b"content-type": "req_ctype", b"authorization": "auth",
+                 b"proxy-authorization": "proxy_auth", b"cookie": "cookie"}
+_RESPONSE_TEXT = {b"content-type": "resp_ctype", b"set-cookie": "set_cookie"}
+_REDACT = {"auth": redact_auth, "proxy_auth": redact_auth, "cookie": redact_cookie,
+           "set_cookie": redact_cookie}
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
+
+
+class HttpConversation:
+    """Pairs the two directions' messages into transactions for one TCP connection."""
+
+    __slots__ = ("config", "requests", "responses", "pending", "done", "depth", "midstream",
+                 "stats_lost", "stats_resync", "http09", "dropped_pending", "tunneled",
+                 "probe_tunnel")
+
+    def __init__(self, config: HttpConfig):
+        self.config = config
+        self.requests = MessageStream(self, True)
+        self.responses = MessageStream(self, False)
+        self.pending: deque[Txn] = deque()
+        self.done: list[Txn] = []
+        self.depth = 0
+        self.midstream = False
+        self.stats_lost = 0
+        self.stats_resync = 0
+        self.http09 = False
+        self.dropped_pending = 0
+        self.tunneled = False
+        self.probe_tunnel = False
+
+    def credential(self, value: str, redact) -> str:
+        return value if self.config.keep_credentials else redact(value)
+
+    def new_request(self, ts: int) -> Txn:
+        self.depth += 1
+        txn = Txn(ts, self.depth)
+        if self.midstream and self.depth == 1:
+            txn.tag("midstream")
+        if self.pending:
+            txn.tag("pipelined")
+        self.pending.append(txn)
+        if len(self.pending) > self.config.max_pending:
+            old = self.pending.popleft()
+            old.tag("no_response")
+            self.dropped_pending += 1
+            self.done.append(old)
+        return txn
+
+    def response_for(self, ts: int) -> Txn:
+        """The request this response answers: the oldest one without a response."""
+        if self.pending:
+            return self.pending[0]
+        # A response with no request seen (midstream, or the request was lost).
+        self.depth += 1
+        txn = Txn(ts, self.depth)
+        txn.tag("no_request")
+        if self.midstream:
+            txn.tag("midstream")
+        self.pending.append(txn)
+        return txn
+
+    def request_done(self, txn: Txn) -> None:
+        if self.http09 and txn.version == "0.9":
+            # The response to HTTP/0.9 is the raw body up to the close: no status line.
+            self.responses.txn = txn
+            self.responses.state = UNTIL_CLOSE
+            txn.resp_ts = None
+
+    def response_done(self, txn: Txn) -> None:
+        if self.pending and self.pending[0] is txn:
+            self.pending.popleft()
+        elif txn in self.pending:
+            self.pending.remove(txn)
+        self.done.append(txn)
+
+    def lost_message(self, is_request: bool, ts: int) -> None:
+        if is_request:
+            txn = self.new_request(ts)
+            txn.tag("gap")
+            txn.req_done = True
+        elif self.pending:
+            txn = self.pending[0]
+            txn.tag("gap")
+            txn.tag("no_response")
+            self.response_done(txn)
+
+    def malformed(self, is_request: bool, ts: int) -> None:
+        """Bytes that do not start a message: recorded as a transaction tagged malformed,
+        so that nothing the client sent disappears unseen."""
+        if is_request:
+            txn = self.new_request(ts)
+            txn.tag("malformed_request")
+            txn.req_done = True
+        else:
+            txn = self.response_for(ts)
+            txn.tag("malformed_response")
+            self.response_done(txn)
+
+    def tunnel(self, probe: bool) -> None:
+        self.tunneled = True
+        self.probe_tunnel = probe
+        self.requests.state = TUNNEL
+        self.responses.state = TUNNEL
+
+    def finish(self) -> list[Txn]:
+        """The connection ended: requests still waiting get no_response."""
+        for txn in self.pending:
+            if txn.status is None and "no_response" not in txn.tags:
+                txn.tag("no_response")
+            self.done.append(txn)
+        self.pending.clear()
+        return self.take()
+
+    def take(self) -> list[Txn]:
+        out, self.done = self.done, []
+        return out
+
+
+def looks_like_http(data: bytes, is_request: bool) -> bool:
+    """Whether a connection's first bytes in a direction start an HTTP/1.x message: a known
+    method, or any method token whose request line ends in an HTTP version (servers accept
+    extension methods such as QUERY or CCM_POST)."""
+    if is_request:
+        sp = data.find(b" ", 0, 21)
+        if sp <= 0:
+            return False
+        if data[:sp] in _METHODS_SET:
+            return True
+        return _GENERIC_REQUEST_LINE.match(data) is not None
+    return data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/0.9")
+
+
+_METHODS_SET = frozenset(_METHODS)
+_GENERIC_REQUEST_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19} [^\s]{1,%d} HTTP/1\.[01]\r?\n" % MAX_URI)

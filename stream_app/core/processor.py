@@ -1,0 +1,59 @@
+"""The processing core as one function of (packet records, state) -> (results, state).
+
+Every adapter drives this same object: the embedded runner (capture files, a UDP socket), the
+Faust worker (Kafka) and the Kinesis consumer. It is plain synchronous Python with no I/O:
+the adapter decides where packets come from and where results go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.records import FlowRecord, HttpTransaction, PacketRecord
+from stream_app.core.flowtable import FlowConfig, FlowTable
+from stream_app.core.l7 import L7, L7Config
+
+
+@dataclass(slots=True)
+class Results:
+    """What one step of the core produced, by kind."""
+
+    flows: list[FlowRecord] = field(default_factory=list)
+    http: list[HttpTransaction] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.flows or self.http)
+
+
+@dataclass
+class CoreConfig:
+    flows: FlowConfig = field(default_factory=FlowConfig)
+    l7: L7Config | None = field(default_factory=L7Config)
+    """HTTP analysis; None for flow records only (packets need no payload then)."""
+
+
+class Processor:
+    def __init__(self, config: CoreConfig | None = None):
+        self.config = config or CoreConfig()
+        self.l7 = L7(self.config.l7) if self.config.l7 is not None else None
+        self.flows = FlowTable(self.config.flows, self.l7)
+        self.packets = 0
+
+    def process(self, batch: Iterable[PacketRecord]) -> Results:
+        """Account a batch of packet records, in capture order."""
+        if not isinstance(batch, (list, tuple)):
+            batch = list(batch)
+        self.packets += len(batch)
+        return self._results(self.flows.add_batch(batch))
+
+    def tick(self, now_ns: int | None = None) -> Results:
+        """End what timed out by ``now_ns`` (default: the latest packet time seen)."""
+        return self._results(self.flows.expire(now_ns))
+
+    def finish(self) -> Results:
+        """End of input: report everything still open."""
+        return self._results(self.flows.flush())
+
+    def _results(self, flows: list[FlowRecord]) -> Results:
+        return Results(flows=flows, http=self.l7.take() if self.l7 is not None else [])
