@@ -1,0 +1,14 @@
+output "collector_role_arn" {
+  description = "ARN of the collectors' instance role."
+  value       = aws_iam_role.collector.arn
+}
+
+output "collector_instance_profile_name" {
+  description = "Name of the collectors' instance profile (the collectors module's iam_instance_profile_name)."
+  value       = aws_iam_instance_profile.collector.name
+}
+
+output "stream_app_role_arn" {
+  description = "ARN of the stream app's IRSA role: the Helm value serviceAccount.roleArn (null when not created)."
+  value       = var.create_stream_app_role ? aws_iam_role.stream_app[0].arn : null
+}

@@ -1,0 +1,170 @@
+# Columns of the v1 record contracts. flows and http are the fields of schemas/jsonschema/
+# flow_record.json and http_transaction.json (integer -> bigint, number -> double, enum -> string,
+# array of strings -> array<string>); tests/deploy checks they stay equal. The flow table keeps the
+# VPC Flow Logs v5 field names, so existing Athena queries run with only the table name changed.
+locals {
+  flow_columns = [
+    { name = "version", type = "bigint", comment = null },
+    { name = "account_id", type = "string", comment = null },
+    { name = "interface_id", type = "string", comment = null },
+    { name = "srcaddr", type = "string", comment = null },
+    { name = "dstaddr", type = "string", comment = null },
+    { name = "srcport", type = "bigint", comment = null },
+    { name = "dstport", type = "bigint", comment = null },
+    { name = "protocol", type = "bigint", comment = null },
+    { name = "packets", type = "bigint", comment = null },
+    { name = "bytes", type = "bigint", comment = null },
+    { name = "start", type = "bigint", comment = null },
+    { name = "end", type = "bigint", comment = null },
+    { name = "action", type = "string", comment = null },
+    { name = "log_status", type = "string", comment = null },
+    { name = "vpc_id", type = "string", comment = null },
+    { name = "subnet_id", type = "string", comment = null },
+    { name = "instance_id", type = "string", comment = null },
+    { name = "tcp_flags", type = "bigint", comment = null },
+    { name = "type", type = "string", comment = null },
+    { name = "pkt_srcaddr", type = "string", comment = null },
+    { name = "pkt_dstaddr", type = "string", comment = null },
+    { name = "region", type = "string", comment = null },
+    { name = "az_id", type = "string", comment = null },
+    { name = "sublocation_type", type = "string", comment = null },
+    { name = "sublocation_id", type = "string", comment = null },
+    { name = "pkt_src_aws_service", type = "string", comment = null },
+    { name = "pkt_dst_aws_service", type = "string", comment = null },
+    { name = "flow_direction", type = "string", comment = null },
+    { name = "traffic_path", type = "bigint", comment = null },
+    { name = "flow_id", type = "string", comment = null },
+    { name = "community_id", type = "string", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "mirror_source", type = "string", comment = null },
+    { name = "orig_pkts", type = "bigint", comment = null },
+    { name = "orig_bytes", type = "bigint", comment = null },
+    { name = "resp_pkts", type = "bigint", comment = null },
+    { name = "resp_bytes", type = "bigint", comment = null },
+    { name = "duration", type = "double", comment = null },
+    { name = "conn_state", type = "string", comment = null },
+    { name = "history", type = "string", comment = null },
+    { name = "app_proto", type = "string", comment = null },
+    { name = "end_reason", type = "string", comment = null },
+    { name = "truncated_pkts", type = "bigint", comment = null },
+    { name = "fragment_pkts", type = "bigint", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
+  ]
+
+  http_columns = [
+    { name = "http_id", type = "string", comment = null },
+    { name = "ts", type = "double", comment = null },
+    { name = "community_id", type = "string", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "srcaddr", type = "string", comment = null },
+    { name = "srcport", type = "bigint", comment = null },
+    { name = "dstaddr", type = "string", comment = null },
+    { name = "dstport", type = "bigint", comment = null },
+    { name = "trans_depth", type = "bigint", comment = null },
+    { name = "method", type = "string", comment = null },
+    { name = "host", type = "string", comment = null },
+    { name = "uri", type = "string", comment = null },
+    { name = "version", type = "string", comment = null },
+    { name = "user_agent", type = "string", comment = null },
+    { name = "referrer", type = "string", comment = null },
+    { name = "status_code", type = "bigint", comment = null },
+    { name = "status_msg", type = "string", comment = null },
+    { name = "request_body_len", type = "bigint", comment = null },
+    { name = "response_body_len", type = "bigint", comment = null },
+    { name = "request_content_type", type = "string", comment = null },
+    { name = "response_content_type", type = "string", comment = null },
+    { name = "latency", type = "double", comment = null },
+    { name = "tags", type = "array<string>", comment = null },
+    { name = "authorization", type = "string", comment = null },
+    { name = "proxy_authorization", type = "string", comment = null },
+    { name = "cookie", type = "string", comment = null },
+    { name = "set_cookie", type = "string", comment = null },
+    { name = "flow_direction", type = "string", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
+  ]
+
+  # No JSON Schema for alerts in schemas/ yet: these follow the design brief's alert contract.
+  alert_columns = [
+    { name = "alert_id", type = "string", comment = "Deterministic" },
+    { name = "ts", type = "double", comment = "Unix seconds" },
+    { name = "type", type = "string", comment = null },
+    { name = "severity", type = "string", comment = null },
+    { name = "source", type = "string", comment = null },
+    { name = "targets", type = "array<string>", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "interface_id", type = "string", comment = null },
+    { name = "window_start", type = "double", comment = "Unix seconds" },
+    { name = "window_end", type = "double", comment = "Unix seconds" },
+    { name = "evidence", type = "map<string,bigint>", comment = "Counts" },
+    { name = "summary", type = "string", comment = null },
+  ]
+
+  tables = {
+    flows  = { prefix = var.table_prefixes.flows, columns = lookup(var.table_columns, "flows", local.flow_columns), description = "MirrorScope flow records (VPC Flow Logs v5 fields + vni, community_id, Zeek conn fields)" }
+    http   = { prefix = var.table_prefixes.http, columns = lookup(var.table_columns, "http", local.http_columns), description = "MirrorScope HTTP/1.x transactions" }
+    alerts = { prefix = var.table_prefixes.alerts, columns = lookup(var.table_columns, "alerts", local.alert_columns), description = "MirrorScope alerts" }
+  }
+}
+
+resource "aws_glue_catalog_database" "this" {
+  name        = var.glue_database_name
+  description = "MirrorScope records in s3://${aws_s3_bucket.this.id}/"
+}
+
+resource "aws_glue_catalog_table" "this" {
+  for_each = local.tables
+
+  name          = each.key
+  database_name = aws_glue_catalog_database.this.name
+  description   = each.value.description
+  table_type    = "EXTERNAL_TABLE"
+
+  # Partition projection: Athena computes the dt/hour partitions, no crawler or MSCK REPAIR needed.
+  parameters = {
+    EXTERNAL                      = "TRUE"
+    classification                = "parquet"
+    "parquet.compression"         = "ZSTD"
+    "projection.enabled"          = "true"
+    "projection.dt.type"          = "date"
+    "projection.dt.format"        = "yyyy-MM-dd"
+    "projection.dt.range"         = "${var.projection_start_date},NOW"
+    "projection.dt.interval"      = "1"
+    "projection.dt.interval.unit" = "DAYS"
+    "projection.hour.type"        = "integer"
+    "projection.hour.range"       = "0,23"
+    "projection.hour.digits"      = "2"
+    "storage.location.template"   = "s3://${aws_s3_bucket.this.id}/${each.value.prefix}dt=$${dt}/hour=$${hour}/"
+  }
+
+  partition_keys {
+    name = "dt"
+    type = "string"
+  }
+
+  partition_keys {
+    name = "hour"
+    type = "string"
+  }
+
+  storage_descriptor {
+    location      = "s3://${aws_s3_bucket.this.id}/${each.value.prefix}"
+    input_format  = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+    output_format = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+
+    ser_de_info {
+      serialization_library = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+      parameters = {
+        "serialization.format" = "1"
+      }
+    }
+
+    dynamic "columns" {
+      for_each = each.value.columns
+      content {
+        name    = columns.value.name
+        type    = columns.value.type
+        comment = columns.value.comment
+      }
+    }
+  }
+}
