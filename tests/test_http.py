@@ -156,6 +156,16 @@ def test_keep_alive_pipelining_chunked_head_and_no_body_statuses():
                    ("GET", "/d", 304, 0, 0), ("GET", "/e", 200, 0, 3)]
 
 
+def test_mixed_line_ends_keep_the_last_header():
+    # "Content-Length: 5\r\n\n": a CRLF header line, then a bare LF ends the head.
+    c = Conn().handshake()
+    c.c(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.s(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\nhelloHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    c.close()
+    got = [(t.uri, t.status_code, t.response_body_len) for t in transactions(c.pkts)]
+    assert got == [("/a", 200, 5), ("/b", 404, 0)]
+
+
 def test_100_continue_connect_and_http09():
     c = Conn().handshake()
     c.c(b"PUT /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")

@@ -212,6 +212,8 @@ class MessageStream:
                     self.buf = buf[pos:]
                     return
                 head = buf[pos:end]
+                if sep == 2 and head.endswith(b"\r"):
+                    head = head[:-1]  # a CRLF line then a bare LF: the CR is the line's end
                 pos = end + sep
                 if not self._start_message(head, ts):
                     self.state = LOST
@@ -317,7 +319,9 @@ class MessageStream:
         return True
 
     def _start_message(self, head: bytes, ts: int) -> bool:
-        parsed = parse_head(head, self.is_request)
+        parsed = _parse_head(head, self.is_request)
+        if parsed is _DECLINE:  # a rare head the C version leaves to the reference
+            parsed = parse_head(head, self.is_request)
         conv = self.conv
         if parsed is None:
             conv.malformed(self.is_request, ts)
@@ -616,3 +620,14 @@ def looks_like_http(data: bytes, is_request: bool) -> bool:
 
 _METHODS_SET = frozenset(_METHODS)
 _GENERIC_REQUEST_LINE = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19} [^\s]{1,%d} HTTP/1\.[01]\r?\n" % MAX_URI)
+
+
+# The C version of parse_head (stream_app/_fasthttp.c), held equal to the one above by
+# tests/test_fasthttp_equivalence.py; it returns _DECLINE for rare heads (obsolete line
+# folding, a non-bytes head, a Content-Length of over 640 digits), which parse_head then reads.
+try:
+    from stream_app._fasthttp import DECLINE as _DECLINE, parse_head as _c_parse_head
+except ImportError:  # not built: the pure-Python parser
+    _c_parse_head = None
+    _DECLINE = object()
+_parse_head = _c_parse_head or parse_head

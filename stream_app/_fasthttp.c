@@ -1,0 +1,515 @@
+/*
+ * stream_app._fasthttp: the C fast path of stream_app.core.http.parse_head.
+ *
+ * stream_app/core/http.py (parse_head, with _headers / _WANTED / _TOKEN / _text) is the
+ * specification. parse_head(head, is_request) here returns either a result equal (==, same
+ * types) to the Python one, or the module attribute DECLINE, on which the caller runs the
+ * Python version. Declined (rare) inputs:
+ *   - head is not a bytes object;
+ *   - the header block holds obsolete line folding (b"\n " or b"\n\t", which the Python
+ *     version unfolds first);
+ *   - a Content-Length value with more than 640 digits (int() of a long digit string may
+ *     raise ValueError, depending on sys.set_int_max_str_digits).
+ *
+ * What is emulated exactly:
+ *   - first = head up to the first "\n", trailing "\r"s removed; rest = from that "\n" on;
+ *   - request: first.split() on b" \t\n\r\x0b\x0c"; the method must fullmatch
+ *     [A-Za-z][A-Za-z0-9_-]{0,19}; URI truncated to MAX_URI bytes; version = third part
+ *     after "HTTP/"; malformed_request when not exactly 3 parts, no version or not exactly
+ *     two spaces in the line;
+ *   - response: first starts with "HTTP/", len >= 12, int(first[9:12]) as Python's int() of
+ *     bytes (ASCII whitespace around, a sign, single underscores between digits);
+ *   - text: bytes.decode("utf-8", "backslashreplace") (CPython's own decoder is called);
+ *   - headers: the _WANTED regex: at every "\n", one of the wanted names (ASCII
+ *     case-insensitive), [ \t]*, ":", [ \t]*, the value up to the first "\r" or "\n" less
+ *     trailing [ \t]; the match only holds when that "\r"/"\n" is "\r\n", "\n" or the end of
+ *     the block;
+ *   - Content-Length: value.decode("ascii", "replace").strip() then int(): any byte >= 0x80
+ *     is invalid; str.strip() removes \t\n\x0b\x0c\r\x1c-\x1f and space; then
+ *     [+-]?digit(_?digit)*.
+ *
+ * Every read is bounded by the end of the bytes object.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_URI 8192
+#define MAX_CONTENT_LENGTH ((uint64_t)1 << 62)
+#define MAX_SAFE_DIGITS 640 /* sys.int_info.str_digits_check_threshold */
+
+static PyObject *DECLINE;
+
+/* interned Txn attribute names and tags */
+static PyObject *s_host, *s_user_agent, *s_referrer, *s_req_ctype, *s_auth, *s_proxy_auth,
+    *s_cookie, *s_resp_ctype, *s_set_cookie;
+static PyObject *s_malformed_request, *s_bad_cl, *s_conflicting_cl, *s_te_and_cl;
+
+static unsigned char lc[256];       /* ASCII lower case */
+static unsigned char split_ws[256]; /* bytes.split() white space */
+static unsigned char strip_ws[256]; /* str.strip() white space, ASCII range */
+static unsigned char tok_rest[256]; /* [A-Za-z0-9_-] */
+
+enum {
+    H_NONE = 0, H_CL, H_TE, H_HOST, H_UA, H_REFERER, H_CTYPE, H_AUTH, H_PAUTH, H_COOKIE,
+    H_SETCOOKIE
+};
+
+static inline int
+is_alpha(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static inline int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Whether p[0:n] equals the lower-case literal lit, ASCII case-insensitively. */
+static inline int
+ieq(const unsigned char *p, const unsigned char *end, const char *lit, Py_ssize_t n)
+{
+    if (end - p < n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (lc[p[i]] != (unsigned char)lit[i])
+            return 0;
+    return 1;
+}
+
+#define TRY(lit, kind)                                     \
+    do {                                                   \
+        if (ieq(p, end, lit, (Py_ssize_t)sizeof(lit) - 1)) { \
+            *after = p + sizeof(lit) - 1;                  \
+            return kind;                                   \
+        }                                                  \
+    } while (0)
+
+/* Which wanted header name starts at p (p < end); *after = the byte after it. */
+static int
+match_name(const unsigned char *p, const unsigned char *end, const unsigned char **after)
+{
+    switch (lc[p[0]]) {
+    case 'c':
+        TRY("content-length", H_CL);
+        TRY("content-type", H_CTYPE);
+        TRY("cookie", H_COOKIE);
+        break;
+    case 't':
+        TRY("transfer-encoding", H_TE);
+        break;
+    case 'h':
+        TRY("host", H_HOST);
+        break;
+    case 'u':
+        TRY("user-agent", H_UA);
+        break;
+    case 'r':
+        TRY("referer", H_REFERER);
+        break;
+    case 'a':
+        TRY("authorization", H_AUTH);
+        break;
+    case 'p':
+        TRY("proxy-authorization", H_PAUTH);
+        break;
+    case 's':
+        TRY("set-cookie", H_SETCOOKIE);
+        break;
+    default:
+        break;
+    }
+    return H_NONE;
+}
+
+#undef TRY
+
+static inline PyObject *
+text(const unsigned char *s, Py_ssize_t n)
+{
+    return PyUnicode_DecodeUTF8((const char *)s, n, "backslashreplace");
+}
+
+/* Python's int() of the digits part [s, e) (white space already removed by the caller):
+ * [+-]?digit(_?digit)*. Returns 0 when invalid, 1 when valid (*neg, *val, *over set: *over
+ * when the magnitude exceeds MAX_CONTENT_LENGTH), -1 when it has too many digits to emulate. */
+static int
+parse_int(const unsigned char *s, const unsigned char *e, int *neg, uint64_t *val, int *over)
+{
+    *neg = 0;
+    *val = 0;
+    *over = 0;
+    if (s < e && (*s == '+' || *s == '-')) {
+        *neg = *s == '-';
+        s++;
+    }
+    if (s >= e || !is_digit(*s))
+        return 0;
+    uint64_t v = 0;
+    Py_ssize_t ndig = 0;
+    int prev_us = 0;
+    for (; s < e; s++) {
+        unsigned char c = *s;
+        if (is_digit(c)) {
+            ndig++;
+            if (!*over) {
+                uint64_t d = (uint64_t)(c - '0');
+                if (v > (MAX_CONTENT_LENGTH - d) / 10)
+                    *over = 1; /* v * 10 + d > MAX_CONTENT_LENGTH (checked before it can wrap) */
+                else
+                    v = v * 10 + d;
+            }
+            prev_us = 0;
+        }
+        else if (c == '_' && !prev_us) {
+            prev_us = 1;
+        }
+        else {
+            return 0;
+        }
+    }
+    if (prev_us)
+        return 0;
+    if (ndig > MAX_SAFE_DIGITS)
+        return -1;
+    *val = v;
+    return 1;
+}
+
+/* Content-Length: value.decode("ascii", "replace").strip() then int(); -1 when invalid (or
+ * out of range: negative or > MAX_CONTENT_LENGTH), -2 to decline. */
+static int64_t
+content_length(const unsigned char *s, const unsigned char *e)
+{
+    for (const unsigned char *q = s; q < e; q++)
+        if (*q >= 0x80)
+            return -1; /* U+FFFD: neither white space nor a digit */
+    while (s < e && strip_ws[*s])
+        s++;
+    while (e > s && strip_ws[e[-1]])
+        e--;
+    int neg, over;
+    uint64_t v;
+    int rc = parse_int(s, e, &neg, &v, &over);
+    if (rc < 0)
+        return -2;
+    if (rc == 0 || over || (neg && v != 0))
+        return -1;
+    return (int64_t)v;
+}
+
+static inline int
+has_chunked(const unsigned char *s, const unsigned char *e)
+{
+    static const char lit[] = "chunked";
+    for (; e - s >= 7; s++)
+        if (lc[s[0]] == 'c' && ieq(s, e, lit, 7))
+            return 1;
+    return 0;
+}
+
+static inline int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *
+fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse_head(head, is_request) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *head = args[0];
+    if (!PyBytes_Check(head))
+        return Py_NewRef(DECLINE);
+    int is_request = PyObject_IsTrue(args[1]);
+    if (is_request < 0)
+        return NULL;
+
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(head);
+    const Py_ssize_t n = PyBytes_GET_SIZE(head);
+    const unsigned char *end = buf + n;
+    const unsigned char *nl = memchr(buf, '\n', (size_t)n);
+    const unsigned char *fe = nl ? nl : end; /* end of the first line */
+    while (fe > buf && fe[-1] == '\r')
+        fe--;
+    const Py_ssize_t flen = fe - buf;
+
+    /* start line: positions only (nothing is built before the headers are known good) */
+    const unsigned char *ps[3] = {NULL, NULL, NULL}, *pe[3] = {NULL, NULL, NULL};
+    int nparts = 0;
+    int malformed = 0;
+    long status = 0;
+    if (is_request) {
+        Py_ssize_t spaces = 0;
+        const unsigned char *q = buf;
+        while (q < fe) {
+            while (q < fe && split_ws[*q]) {
+                spaces += *q == ' ';
+                q++;
+            }
+            if (q >= fe)
+                break;
+            const unsigned char *s = q;
+            while (q < fe && !split_ws[*q])
+                q++;
+            if (nparts < 3) {
+                ps[nparts] = s;
+                pe[nparts] = q;
+            }
+            nparts++;
+        }
+        if (nparts == 0)
+            Py_RETURN_NONE;
+        Py_ssize_t mlen = pe[0] - ps[0];
+        if (mlen > 20 || !is_alpha(ps[0][0]))
+            Py_RETURN_NONE;
+        for (Py_ssize_t i = 1; i < mlen; i++)
+            if (!tok_rest[ps[0][i]])
+                Py_RETURN_NONE;
+        int has_version = nparts > 2 && pe[2] - ps[2] >= 5 && memcmp(ps[2], "HTTP/", 5) == 0;
+        if (nparts != 3 || !has_version || spaces != 2)
+            malformed = 1;
+        if (!has_version)
+            nparts = nparts < 2 ? nparts : 2; /* no version to decode */
+    }
+    else {
+        if (flen < 12 || memcmp(buf, "HTTP/", 5) != 0)
+            Py_RETURN_NONE;
+        /* int(first[9:12]) of bytes: ASCII white space (bytes.isspace) around */
+        const unsigned char *s = buf + 9, *e = buf + 12;
+        while (s < e && split_ws[*s])
+            s++;
+        while (e > s && split_ws[e[-1]])
+            e--;
+        int neg, over;
+        uint64_t v;
+        if (parse_int(s, e, &neg, &v, &over) != 1)
+            Py_RETURN_NONE;
+        status = neg ? -(long)v : (long)v;
+    }
+
+    /* headers */
+    PyObject *tags = PyList_New(0);
+    PyObject *fields = PyList_New(0);
+    PyObject *a = NULL, *b = NULL, *c = NULL, *len_obj = NULL, *res = NULL;
+    if (tags == NULL || fields == NULL)
+        goto error;
+    if (malformed && PyList_Append(tags, s_malformed_request) < 0)
+        goto error;
+    int64_t length = -1;
+    int chunked = 0, bad = 0, conflicting = 0;
+    if (nl != NULL) {
+        const unsigned char *p = nl;
+        for (;;) {
+            const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+            if (lf == NULL)
+                break;
+            const unsigned char *s = lf + 1;
+            p = s;
+            if (s >= end)
+                break;
+            if (*s == ' ' || *s == '\t')
+                goto decline; /* obs-fold: the Python version unfolds it */
+            const unsigned char *q;
+            int kind = match_name(s, end, &q);
+            if (kind == H_NONE)
+                continue;
+            while (q < end && (*q == ' ' || *q == '\t'))
+                q++;
+            if (q >= end || *q != ':')
+                continue;
+            q++;
+            while (q < end && (*q == ' ' || *q == '\t'))
+                q++;
+            const unsigned char *vs = q;
+            while (q < end && *q != '\r' && *q != '\n')
+                q++;
+            /* the lookahead (?=\r?\n|$) */
+            if (!(q == end || *q == '\n' || (q + 1 < end && q[1] == '\n')))
+                continue;
+            p = q;
+            const unsigned char *ve = q;
+            while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            PyObject *attr = NULL;
+            switch (kind) {
+            case H_CL: {
+                int64_t v = content_length(vs, ve);
+                if (v == -2)
+                    goto decline;
+                if (v < 0) {
+                    if (!bad) {
+                        bad = 1;
+                        if (PyList_Append(tags, s_bad_cl) < 0)
+                            goto error;
+                    }
+                    continue;
+                }
+                if (length >= 0 && v != length && !conflicting) {
+                    conflicting = 1;
+                    if (PyList_Append(tags, s_conflicting_cl) < 0)
+                        goto error;
+                }
+                length = v;
+                continue;
+            }
+            case H_TE:
+                if (has_chunked(vs, ve))
+                    chunked = 1;
+                continue;
+            case H_HOST: attr = is_request ? s_host : NULL; break;
+            case H_UA: attr = is_request ? s_user_agent : NULL; break;
+            case H_REFERER: attr = is_request ? s_referrer : NULL; break;
+            case H_CTYPE: attr = is_request ? s_req_ctype : s_resp_ctype; break;
+            case H_AUTH: attr = is_request ? s_auth : NULL; break;
+            case H_PAUTH: attr = is_request ? s_proxy_auth : NULL; break;
+            case H_COOKIE: attr = is_request ? s_cookie : NULL; break;
+            case H_SETCOOKIE: attr = is_request ? NULL : s_set_cookie; break;
+            default: break;
+            }
+            if (attr == NULL)
+                continue;
+            PyObject *val = text(vs, ve - vs);
+            if (val == NULL)
+                goto error;
+            PyObject *pair = PyTuple_New(2);
+            if (pair == NULL) {
+                Py_DECREF(val);
+                goto error;
+            }
+            PyTuple_SET_ITEM(pair, 0, Py_NewRef(attr));
+            PyTuple_SET_ITEM(pair, 1, val);
+            if (append_new(fields, pair) < 0)
+                goto error;
+        }
+    }
+    if (chunked && length >= 0 && PyList_Append(tags, s_te_and_cl) < 0)
+        goto error;
+
+    /* start line values */
+    if (is_request) {
+        a = text(ps[0], pe[0] - ps[0]);
+        if (a == NULL)
+            goto error;
+        if (nparts > 1) {
+            Py_ssize_t ulen = pe[1] - ps[1];
+            b = text(ps[1], ulen > MAX_URI ? MAX_URI : ulen);
+        }
+        else
+            b = Py_NewRef(Py_None);
+        if (b == NULL)
+            goto error;
+        c = nparts > 2 ? text(ps[2] + 5, pe[2] - ps[2] - 5) : Py_NewRef(Py_None);
+        if (c == NULL)
+            goto error;
+    }
+    else {
+        a = PyLong_FromLong(status);
+        if (a == NULL)
+            goto error;
+        b = flen > 13 ? text(buf + 13, flen - 13) : Py_NewRef(Py_None);
+        if (b == NULL)
+            goto error;
+        c = text(buf + 5, 3);
+        if (c == NULL)
+            goto error;
+    }
+    len_obj = length >= 0 ? PyLong_FromLongLong(length) : Py_NewRef(Py_None);
+    if (len_obj == NULL)
+        goto error;
+    res = PyTuple_New(7);
+    if (res == NULL)
+        goto error;
+    PyTuple_SET_ITEM(res, 0, a);
+    PyTuple_SET_ITEM(res, 1, b);
+    PyTuple_SET_ITEM(res, 2, c);
+    PyTuple_SET_ITEM(res, 3, len_obj);
+    PyTuple_SET_ITEM(res, 4, Py_NewRef(chunked ? Py_True : Py_False));
+    PyTuple_SET_ITEM(res, 5, tags);
+    PyTuple_SET_ITEM(res, 6, fields);
+    return res;
+
+decline:
+    Py_XDECREF(tags);
+    Py_XDECREF(fields);
+    return Py_NewRef(DECLINE);
+
+error:
+    Py_XDECREF(tags);
+    Py_XDECREF(fields);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    Py_XDECREF(len_obj);
+    return NULL;
+}
+
+static PyMethodDef fh_methods[] = {
+    {"parse_head", (PyCFunction)(void (*)(void))fh_parse_head, METH_FASTCALL,
+     PyDoc_STR("parse_head(head, is_request) -> the result of "
+               "stream_app.core.http.parse_head, or DECLINE (run the Python version)")},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fh_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "stream_app._fasthttp",
+    .m_doc = PyDoc_STR("C fast path of stream_app.core.http.parse_head (declines rare inputs)."),
+    .m_size = -1,
+    .m_methods = fh_methods,
+};
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    if (*slot == NULL)
+        *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__fasthttp(void)
+{
+    for (int i = 0; i < 256; i++) {
+        lc[i] = (unsigned char)((i >= 'A' && i <= 'Z') ? i + 32 : i);
+        tok_rest[i] = (unsigned char)(is_alpha((unsigned char)i) || is_digit((unsigned char)i)
+                                      || i == '_' || i == '-');
+        split_ws[i] = (unsigned char)(i == ' ' || i == '\t' || i == '\n' || i == '\r'
+                                      || i == 0x0b || i == 0x0c);
+        strip_ws[i] = (unsigned char)(split_ws[i] || (i >= 0x1c && i <= 0x1f));
+    }
+    if (intern(&s_host, "host") < 0 || intern(&s_user_agent, "user_agent") < 0
+        || intern(&s_referrer, "referrer") < 0 || intern(&s_req_ctype, "req_ctype") < 0
+        || intern(&s_auth, "auth") < 0 || intern(&s_proxy_auth, "proxy_auth") < 0
+        || intern(&s_cookie, "cookie") < 0 || intern(&s_resp_ctype, "resp_ctype") < 0
+        || intern(&s_set_cookie, "set_cookie") < 0
+        || intern(&s_malformed_request, "malformed_request") < 0
+        || intern(&s_bad_cl, "bad_content_length") < 0
+        || intern(&s_conflicting_cl, "conflicting_content_length") < 0
+        || intern(&s_te_and_cl, "te_and_cl") < 0)
+        return NULL;
+    if (DECLINE == NULL) {
+        DECLINE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+        if (DECLINE == NULL)
+            return NULL;
+    }
+    PyObject *m = PyModule_Create(&fh_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "DECLINE", DECLINE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
