@@ -92,6 +92,7 @@ typedef struct {
     PyObject *cache16[ACACHE_SIZE];
     PyObject *vni_obj;           /* the last VNI's int, reused */
     uint32_t vni;
+    long long declined;          /* frames decode_pcap has handed back so far */
 } ConfigObject;
 
 static PyTypeObject Config_Type;
@@ -202,6 +203,8 @@ static PyMemberDef Config_members[] = {
     {"big_endian", T_BOOL, offsetof(ConfigObject, big_endian), READONLY, NULL},
     {"ts_scale", T_ULONGLONG, offsetof(ConfigObject, ts_scale), READONLY, NULL},
     {"linktype", T_INT, offsetof(ConfigObject, linktype), READONLY, NULL},
+    {"declined", T_LONGLONG, offsetof(ConfigObject, declined), READONLY,
+     "frames decode_pcap has declined (returned as (ts_ns, frame)) so far"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -764,6 +767,7 @@ fd_decode_pcap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             PyTuple_SET_ITEM(item, 0, ts);  /* steals */
             PyTuple_SET_ITEM(item, 1, fb);
+            cfg->declined++;
         }
         else {
             Py_DECREF(ts);

@@ -62,10 +62,11 @@ def _fast_pcap(reader: PcapReader, decoder: Decoder) -> Iterator[list[PacketReco
             if not n:
                 break
             have += n
+            before = cfg.declined
             items, pos, nframes, nbytes = _fastdecode.decode_pcap(cfg, view[:have])
             stats.frames += nframes
             stats.bytes += nbytes
-            declined = _resolve(items, decode, lt)
+            declined = _resolve(items, decode, lt) if cfg.declined != before else 0
             decoder.decoded += nframes - declined
             if pos < 0:  # a corrupt record header: stop this file, as the Python reader does
                 at = -pos - 1

@@ -152,7 +152,8 @@ class HttpTransaction(msgspec.Struct, omit_defaults=False):
     redacted unless the deployment chose to keep them."""
 
     http_id: str
-    """Deterministic: the connection's identity and this transaction's depth in it."""
+    """Deterministic: the connection's id (a hash of its Community ID, VNI and first packet
+    time), a dash, and this transaction's depth in it."""
     ts: float
     """Unix seconds of the request's first byte (of the response's, when no request was seen)."""
     community_id: str

@@ -292,7 +292,10 @@ def test_decode_pcap_walks_records_like_the_reader(data):
         buf = buf[:data.draw(st.integers(0, len(buf)), label="cut at")]
     buf = bytes(buf)
 
-    items, pos, nframes, nbytes = fd.decode_pcap(config(lt, pol, big, scale), buf)
+    cfg = config(lt, pol, big, scale)
+    items, pos, nframes, nbytes = fd.decode_pcap(cfg, buf)
+    # The count of declined frames is what lets a caller skip its resolve pass.
+    assert cfg.declined == sum(1 for it in items if type(it) is tuple)
     expected, exp_pos, corrupt = fz.pcap_walk(buf, big, scale)
     _check_items(items, expected, lt, pol)
     assert pos == (-exp_pos - 1 if corrupt else exp_pos)

@@ -101,6 +101,22 @@ class Flow:
     idle_ns: int = 0
     """This flow's idle timeout: longer once a TCP connection is answered."""
 
+    texts: tuple[str, str] | None = None
+    conn_uid: str | None = None
+
+    def conn_uid_cache(self) -> str:
+        """Deterministic id of the connection (not of one flow record: active-timeout splits
+        share it); HTTP transaction ids are this id and their depth."""
+        if self.conn_uid is None:
+            self.conn_uid = flow_id(self.cid_cache(), self.vni, self.conn_first_ns)
+        return self.conn_uid
+
+    def addr_texts(self) -> tuple[str, str]:
+        """The originator's and responder's addresses as text (computed once)."""
+        if self.texts is None:
+            self.texts = (ip_text(self.orig_addr), ip_text(self.resp_addr))
+        return self.texts
+
     def cid_cache(self) -> str:
         if self.cid is None:
             self.cid = community_id(self.proto, self.orig_addr, self.resp_addr,
@@ -189,17 +205,18 @@ class FlowTable:
                 f.resp_bytes += r.wire_len
                 f.resp_data += plen
             f.last_ns = ts
-            if r.truncated:
-                f.truncated_pkts += 1
-            if r.fragment:
-                f.fragment_pkts += 1
+            if r.truncated or r.fragment:
+                if r.truncated:
+                    f.truncated_pkts += 1
+                if r.fragment:
+                    f.fragment_pkts += 1
             if proto == TCP:
                 a = f.l7
                 if a is not False:
                     if a is None:
                         l7_undecided(f, r, is_orig)
-                    elif plen or a.waiting():  # a pure ACK only matters while a hole waits
-                        a.packet(r, is_orig)
+                    elif plen or a.orig.pending or a.resp.pending:
+                        a.packet(r, is_orig)  # a pure ACK only matters while a hole waits
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
@@ -343,7 +360,7 @@ class FlowTable:
     def _record(self, f: Flow, reason: str) -> FlowRecord:
         self.stats["flow_records"] += 1
         cid = f.cid_cache()
-        src, dst = ip_text(f.orig_addr), ip_text(f.resp_addr)
+        src, dst = f.addr_texts()
         if f.proto == TCP:
             state = tcpstate.conn_state_tcp(f.orig_state, f.resp_state, f.history,
                                             f.orig_data, f.resp_data)

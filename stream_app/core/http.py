@@ -163,6 +163,31 @@ class MessageStream:
         self.state = TUNNEL
 
     # -- framing ------------------------------------------------------------------------------
+    def start(self, data: bytes, ts: int) -> None:
+        """A segment that begins at a message boundary (state START, nothing buffered): the
+        usual case of a whole head, and often its body, in one segment, without the general
+        loop's per-state round trips. Anything unusual goes to _feed."""
+        end = data.find(b"\r\n\r\n")
+        if end <= 0 or data[0] in (13, 10) or data.find(b"\n\n", 0, end) != -1:
+            self._feed(data, ts)
+            return
+        self.msg_ts = ts
+        self.state = HEAD
+        if not self._start_message(data[:end], ts):
+            self.state = LOST
+            self._resync(data[end + 4:], ts)
+            return
+        rest = len(data) - end - 4
+        if not rest:
+            return
+        if self.state == BODY and rest <= self.remaining:
+            self.remaining -= rest
+            self._count_body(rest)
+            if self.remaining == 0:
+                self._end_message(ts)
+            return
+        self._feed(data[end + 4:], ts)
+
     def _count_body(self, n: int) -> None:
         txn = self.txn
         if txn is not None:
@@ -187,17 +212,20 @@ class MessageStream:
                     self._end_message(ts)
             elif st == START:
                 # Blank lines between messages are allowed (RFC 9112 2.2).
-                while pos < n and buf[pos] in (13, 10):
-                    pos += 1
-                if pos == n:
-                    return
+                c = buf[pos]
+                if c == 13 or c == 10:
+                    while pos < n and buf[pos] in (13, 10):
+                        pos += 1
+                    if pos == n:
+                        return
                 self.msg_ts = ts
                 self.state = HEAD
             elif st == HEAD:
                 end = buf.find(b"\r\n\r\n", pos)
                 sep = 4
-                lf = buf.find(b"\n\n", pos)
-                if lf != -1 and (end == -1 or lf < end):
+                # A bare-LF blank line ends a head too; look for one only before a CRLF one.
+                lf = buf.find(b"\n\n", pos, n if end == -1 else end)
+                if lf != -1:
                     end, sep = lf, 2
                 if end == -1:
                     if self.is_request and self._http09(buf, pos, ts):

@@ -8,12 +8,13 @@ to show a message start before it is left alone.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
-from collectors.flowkey import ip_text
 from schemas.records import HttpTransaction
 from stream_app.core.http import (
+    BODY,
+    START,
+    TUNNEL,
     _RESYNC_REQUEST,
     _RESYNC_RESPONSE,
     HttpConfig,
@@ -39,12 +40,13 @@ class L7Config:
 class HttpAnalyzer:
     """Reassembly of both directions plus the HTTP conversation of one TCP connection."""
 
-    __slots__ = ("conv", "orig", "resp", "l7", "flow")
+    __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued")
 
     def __init__(self, l7: L7, flow, isn_orig, isn_resp, midstream: bool):
         config = l7.config
         self.l7 = l7
         self.flow = flow
+        self.queued = False
         self.conv = HttpConversation(config.http)
         self.conv.midstream = midstream
         self.orig = Direction(self.conv.requests, config.reassembly_cap, l7.stats)
@@ -77,11 +79,26 @@ class HttpAnalyzer:
                     # In order and whole: the common case, without the general machinery.
                     d.stats.segments += 1
                     d.next_seq = (d.next_seq + plen) & 0xFFFFFFFF
-                    d.consumer.data(payload, r.ts_ns)
+                    stream = d.consumer
+                    if stream.state == BODY and plen < stream.remaining and stream.txn is not None:
+                        # The middle of a body of known length: count it and go.
+                        stream.remaining -= plen
+                        if is_orig:
+                            stream.txn.req_body += plen
+                        else:
+                            stream.txn.resp_body += plen
+                    elif stream.state == START and not stream.buf:
+                        stream.start(payload, r.ts_ns)
+                    elif stream.state != TUNNEL:
+                        stream._feed(payload, r.ts_ns)
+                    else:
+                        stream.data(payload, r.ts_ns)
                 else:
                     d.segment(r.seq, payload, plen, r.ts_ns)
-        if self.conv.done:
-            self.l7.emit(self.flow, self.conv.take())
+        if self.conv.done and not self.queued:
+            # Records are made once per batch (L7.take), not at every completed exchange.
+            self.queued = True
+            self.l7.ready.append(self)
 
     def finish(self, ts: int) -> list[Txn]:
         self.orig.end(ts)
@@ -96,6 +113,7 @@ class L7:
         self.config = config or L7Config()
         self.stats = ReassemblyStats()
         self.out: list[HttpTransaction] = []
+        self.ready: list[HttpAnalyzer] = []  # analyzers with completed exchanges
         self.http_flows = 0
 
     def undecided(self, f, r, is_orig: bool) -> None:
@@ -157,15 +175,15 @@ class L7:
         if not txns:
             return
         cid = f.cid_cache()
-        src, dst = ip_text(f.orig_addr), ip_text(f.resp_addr)
-        base = f"{cid}|{f.vni}|{f.conn_first_ns}|"
+        src, dst = f.addr_texts()
+        conn = f.conn_uid_cache()
         vni, sp, dp, direction = f.vni, f.orig_port, f.resp_port, f.direction
         out = self.out
         for t in txns:
             has_req = t.method is not None
             resp_ts = t.resp_ts
             out.append(HttpTransaction(
-                hashlib.blake2b((base + str(t.depth)).encode(), digest_size=16).hexdigest(),
+                f"{conn}-{t.depth}",
                 (t.ts if has_req else (resp_ts or t.ts)) / NS, cid, vni, src, sp, dst, dp,
                 t.depth, t.method, t.host, t.uri, t.version, t.user_agent, t.referrer,
                 t.status, t.reason, t.req_body, t.resp_body, t.req_ctype, t.resp_ctype,
@@ -174,5 +192,10 @@ class L7:
             ))
 
     def take(self) -> list[HttpTransaction]:
+        for a in self.ready:
+            a.queued = False
+            if a.conv.done:
+                self.emit(a.flow, a.conv.take())
+        self.ready.clear()
         out, self.out = self.out, []
         return out

@@ -46,9 +46,15 @@ class HttpSummary:
     hosts: Counter = field(default_factory=Counter)
 
     def add(self, records: list[HttpTransaction]) -> None:
+        self.transactions += len(records)
+        by_class, tags, hosts = self.by_class, self.tags, self.hosts
         for r in records:
-            self.transactions += 1
-            self.by_class[f"{r.status_code // 100}xx" if r.status_code else "none"] += 1
-            self.tags.update(r.tags)
+            sc = r.status_code
+            by_class[_STATUS_CLASS.get(sc // 100, "other") if sc else "none"] += 1
+            if r.tags:
+                tags.update(r.tags)
             if r.host:
-                self.hosts[r.host] += 1
+                hosts[r.host] += 1
+
+
+_STATUS_CLASS = {i: f"{i}xx" for i in range(1, 6)}

@@ -17,12 +17,7 @@ class JsonlWriter:
     def write(self, records) -> None:
         if not records:
             return
-        buf = bytearray()
-        enc = self._enc.encode_into
-        for r in records:
-            enc(r, buf, -1)
-            buf += b"\n"
-        self._f.write(buf)
+        self._f.write(self._enc.encode_lines(records))
         self.written += len(records)
 
     def close(self) -> None:
