@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl)
+APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
+  # the collector's tests: a real Kafka broker (Java 17, jars via Maven), ping in the lab,
+  # and a C compiler (the fast path; bench/bench_collect.py's sender)
+  openjdk-17-jdk-headless maven iputils-ping gcc)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -27,14 +30,34 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-# Reinstall when pyproject.toml or the C source changed since the last install.
+# Reinstall when pyproject.toml or a C source changed since the last install.
 stamp=.venv/.mirrorscope-installed
-want=$(cat pyproject.toml collectors/_fastdecode.c | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml collectors/*.c stream_app/*.c 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing mirrorscope and its test tools into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  # The build's own chatter goes to a log, shown only when the install fails.
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test,bench]'; } \
+      > .venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "setup: installing into .venv failed (log above, also in .venv/install.log)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
+fi
+
+# Apache Kafka's jars (Maven Central) for the collector's integration tests: a single-node
+# KRaft broker that tests/services/kafka_service.py starts with `java`. Fetched into a
+# .partial folder and renamed, so an interrupted download is never taken for a complete one.
+KAFKA_VERSION=${MIRRORSCOPE_TEST_KAFKA_VERSION:-3.9.1}
+KAFKA_JARS=.ci/cache/kafka-$KAFKA_VERSION
+if [ ! -f "$KAFKA_JARS/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_JARS/slf4j-reload4j-1.7.36.jar" ]; then
+  echo "setup: fetching Apache Kafka $KAFKA_VERSION jars from Maven Central"
+  rm -rf "$KAFKA_JARS.partial"
+  mkdir -p .ci/cache
+  mvn -q -B -f tests/services/kafka-pom.xml -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$PWD/$KAFKA_JARS.partial"
+  rm -rf "$KAFKA_JARS"
+  mv "$KAFKA_JARS.partial" "$KAFKA_JARS"
 fi
 
 if [ -x .ci/install-deploy-tools.sh ] && [ "${MIRRORSCOPE_SKIP_DEPLOY_TOOLS:-}" != 1 ]; then

@@ -157,6 +157,8 @@ def _print_summary(res) -> None:
     out.print("wrote " + ", ".join(res.outputs.values()))
 
 
+from collectors.collect_cli import collect as _collect  # noqa: E402  (issue #4: the live collector)
+main.add_command(_collect)
 
 if __name__ == "__main__":
     main()

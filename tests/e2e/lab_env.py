@@ -1,0 +1,57 @@
+"""The mirror lab's addresses and a handle to drive it (shared by the e2e conftest and tests;
+a unique module name so it never clashes with another conftest's helpers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = os.environ.get("MIRRORSCOPE_E2E_PREFIX", "tc4-")  # distinct from other lab users
+VNI = 1234
+SERVER = "198.18.0.1"
+CLIENT = "198.18.0.2"
+MIRROR_SRC = "198.18.1.1"
+CMD_TIMEOUT = 30
+
+
+def find_lab() -> Path:
+    for cand in (os.environ.get("MIRROR_LAB"), ROOT.parent / "shared" / "labs" / "mirror-lab.sh"):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    pytest.fail("mirror lab recipe not found: expected ../shared/labs/mirror-lab.sh beside the "
+                "repository (or set MIRROR_LAB)", pytrace=False)
+
+
+@dataclass
+class Lab:
+    script: Path
+    prefix: str
+
+    @property
+    def src(self) -> str:
+        return f"{self.prefix}src"
+
+    @property
+    def client(self) -> str:
+        return f"{self.prefix}client"
+
+    @property
+    def collector(self) -> str:
+        return f"{self.prefix}collector"
+
+    def ns(self, name: str) -> list[str]:
+        return ["ip", "netns", "exec", name]
+
+    def run(self, ns: str, *cmd: str, timeout: float = CMD_TIMEOUT, check: bool = True):
+        return subprocess.run(self.ns(ns) + list(cmd), capture_output=True, text=True,
+                              timeout=timeout, check=check)
+
+    def _script(self, action: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PREFIX": self.prefix, "VNI": str(VNI)}
+        return subprocess.run(["bash", str(self.script), action], env=env, capture_output=True,
+                              text=True, timeout=60)

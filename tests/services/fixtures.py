@@ -1,0 +1,139 @@
+"""pytest fixtures for the real services the collector tests use (a pytest plugin: import
+these names into a test module or conftest, or list this module in ``pytest_plugins``).
+
+Kafka, in order of preference:
+1. ``MIRRORSCOPE_TEST_KAFKA=host:port``: an existing broker (cannot be stopped by the tests);
+2. testcontainers' Kafka (KRaft) when a Docker daemon answers;
+3. the local launcher (services.kafka_service.LocalKafka: Maven Central's jars + java).
+CI here has no Docker, so 3 is the path that must work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .kafka_service import LocalKafka, create_topic
+from .moto_service import CREDENTIALS, MotoServer
+
+log = logging.getLogger(__name__)
+
+
+class ExternalKafka:
+    controllable = False
+    kind = "external"
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+
+    def stop(self):  # pragma: no cover - only with an external broker
+        raise RuntimeError("an external broker (MIRRORSCOPE_TEST_KAFKA) cannot be stopped")
+
+    start = stop
+
+
+class ContainerKafka:  # pragma: no cover - needs a Docker daemon
+    controllable = False  # a restarted container gets a new host port
+    kind = "testcontainers"
+
+    def __init__(self, container):
+        self.container = container
+        self.bootstrap = container.get_bootstrap_server()
+
+    def stop(self):
+        raise RuntimeError("the testcontainers broker cannot be restarted on the same port")
+
+    start = stop
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _local(tmp_path_factory) -> LocalKafka:
+    k = LocalKafka(tmp_path_factory.mktemp("kafka"))
+    k.kind = "local"
+    k.start()
+    return k
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> Iterator:
+    """A running Kafka broker: ``.bootstrap``, ``.kind``; ``.controllable`` ones also have
+    ``stop()`` and ``start()`` (same address and data)."""
+    env = os.environ.get("MIRRORSCOPE_TEST_KAFKA")
+    if env:
+        yield ExternalKafka(env)
+        return
+    if docker_available():  # pragma: no cover - no Docker daemon in CI here
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+            c = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+            c.start()
+        except Exception as exc:
+            log.warning("testcontainers Kafka failed (%s); using the local launcher", exc)
+        else:
+            try:
+                yield ContainerKafka(c)
+            finally:
+                c.stop()
+            return
+    k = _local(tmp_path_factory)
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture
+def controllable_kafka(kafka_broker, tmp_path_factory) -> Iterator:
+    """A broker the test may stop and start: the session's when it can be, else a new local
+    one for this test."""
+    if kafka_broker.controllable:
+        yield kafka_broker
+        if not kafka_broker.running():
+            kafka_broker.start()
+        return
+    k = _local(tmp_path_factory)
+    try:
+        yield k
+    finally:
+        k.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker):
+    """new_topic(partitions) -> a fresh topic name on the session broker."""
+    def new_topic(partitions: int = 12, broker=None) -> str:
+        name = f"mirrorscope.packets.t{uuid.uuid4().hex[:10]}"
+        create_topic((broker or kafka_broker).bootstrap, name, partitions)
+        return name
+    return new_topic
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
+    m = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch) -> str:
+    """A clean moto backend and fake credentials in the environment; returns its URL."""
+    moto_server.reset()
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    return moto_server.url
