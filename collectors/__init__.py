@@ -1,1 +1,2 @@
-"""Everything before the broker: capture readers, decoding, flow keys, (later) sources and publishers."""
+"""Everything before the broker: capture readers, decoding, flow keys, and `mirrorscope collect`
+(UDP sources, the mirror filter, partitioning, Kafka/Kinesis publishers)."""
