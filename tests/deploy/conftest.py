@@ -7,17 +7,15 @@ finds them and fails, never skips, when one is missing.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.services.moto_service import MotoServer
 
 # The test modules import deploy_helpers (a unique name, so it cannot clash with other conftests).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,45 +50,17 @@ def helm_template(helm):
 # moto server (a real subprocess on a free loopback port)
 # --------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    exe = require_tool("moto_server", extra_dirs=(Path(sys.executable).parent,))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    server = MotoServer()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited {proc.returncode}: {proc.stdout.read()}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("moto_server did not answer within 30 s", pytrace=False)
-            time.sleep(0.1)
-        yield url
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server.url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        server.stop()
 
 
 @pytest.fixture
