@@ -21,10 +21,10 @@ _DEFAULTS = FlowConfig()
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mirrorscope")
 def main() -> None:
-    """MirrorScope: flow records (and soon HTTP transactions and alerts) from AWS VPC Traffic
-    Mirroring traffic.
+    """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
-    Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS."""
+    Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
+    `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
 
 
 @main.command()
@@ -47,13 +47,18 @@ def main() -> None:
 @click.option("--keep-credentials", is_flag=True,
               help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values "
                    "(by default they are redacted).")
+@click.option("--s3-bucket", metavar="BUCKET",
+              help="Also write the records to S3 as Parquet, partitioned for Athena "
+                   "(prefix, KMS key and endpoint from MIRRORSCOPE_S3_*; see docs/athena.md).")
+@click.option("--cloudwatch", is_flag=True,
+              help="Also send metrics and alert events to CloudWatch (MIRRORSCOPE_CLOUDWATCH_*).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
             active_timeout: float,
             close_linger: float, progress: bool | None, http: bool, keep_credentials: bool,
-            as_json: bool, pure_python: bool) -> None:
+            s3_bucket: str | None, cloudwatch: bool, as_json: bool, pure_python: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
     HTTP transaction to OUT/http.jsonl."""
@@ -70,6 +75,10 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                      active_timeout=active_timeout,
                      close_linger=close_linger)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    extra = None
+    if s3_bucket or cloudwatch:
+        from stream_app.sinks.tee import aws_outputs
+        extra = aws_outputs(s3_bucket=s3_bucket, cloudwatch=cloudwatch)
     _check_out_dir(out_dir)
     show = err.is_terminal if progress is None else progress
     total = sum(p.stat().st_size for p in captures if p.is_file())
@@ -79,10 +88,11 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                           TimeRemainingColumn(), console=err, transient=True) as bar:
                 task = bar.add_task("read", total=total)
                 res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
-                          fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7)
+                          fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7,
+                          extra_outputs=extra)
         else:
             res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
-                      fast=not pure_python, l7=l7)
+                      fast=not pure_python, l7=l7, extra_outputs=extra)
     except CaptureError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
@@ -157,8 +167,13 @@ def _print_summary(res) -> None:
     out.print("wrote " + ", ".join(res.outputs.values()))
 
 
-from collectors.collect_cli import collect as _collect  # noqa: E402  (issue #4: the live collector)
-main.add_command(_collect)
+# The other commands live beside what they run; importing them here registers them (their
+# modules import click only, so `mirrorscope --help` stays quick).
+from collectors.collect_cli import collect  # noqa: E402
+from stream_app.sink_cli import sink  # noqa: E402
+
+main.add_command(collect)
+main.add_command(sink)
 
 if __name__ == "__main__":
     main()

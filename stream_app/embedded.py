@@ -90,10 +90,11 @@ class LocalOutputs:
 def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | None = None,
             decoder: Decoder | None = None, fast: bool = True,
             progress: Callable[[int], None] | None = None,
-            l7: L7Config | None = L7Config()) -> AnalyzeResult:
+            l7: L7Config | None = L7Config(), extra_outputs: list | None = None) -> AnalyzeResult:
     """Analyze the captures in order as one stream of packets (give rotated captures in time
     order) and write out_dir/flows.jsonl, out_dir/http.jsonl and out_dir/summary.json.
-    With ``l7=None`` only flow records are made (and no payload is kept).
+    With ``l7=None`` only flow records are made (and no payload is kept); ``extra_outputs``
+    (stream_app.sinks.tee.aws_outputs) also deliver the records to S3 and CloudWatch.
 
     Raises CaptureError before writing anything if a file cannot be opened, and OSError if
     the output folder cannot be written."""
@@ -101,6 +102,9 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
     decoder = decoder or Decoder(payload=payload_policy(l7))
     core = Processor(CoreConfig(flows=flow_config or FlowConfig(), l7=l7))
     outputs = LocalOutputs(out_dir)
+    if extra_outputs:  # S3 and/or CloudWatch beside the local files
+        from stream_app.sinks.tee import TeeOutputs
+        outputs = TeeOutputs(outputs, *extra_outputs)
     res = AnalyzeResult(files=[str(p) for p in paths], flows=outputs.summary,
                         http=outputs.http_summary)
     try:

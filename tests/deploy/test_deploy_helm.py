@@ -343,3 +343,17 @@ def test_each_workload_mounts_its_own_config_file(rendered):
         assert item == {"key": f"{component}.yaml", "path": "config.yaml"}, name
         assert item["key"] in configmap["data"], name
         yaml.safe_load(configmap["data"][item["key"]])
+
+
+def test_s3_sink_has_a_writable_spool_and_its_kms_key(helm_template):
+    """The S3 sink keeps files in MIRRORSCOPE_DATA_DIR while S3 is unreachable; with a
+    read-only root filesystem that directory must be a volume of its own."""
+    docs = by_kind_name(helm_template("--set", "sinks.s3.kmsKeyId=arn:aws:kms:eu-west-1:1:key/k"))
+    spec = docs["Deployment", "ms-mirrorscope-sink-s3"]["spec"]["template"]["spec"]
+    env = docs["ConfigMap", "ms-mirrorscope-env"]["data"]
+    data_dir = env["MIRRORSCOPE_DATA_DIR"]
+    [mount] = [m for c in spec["containers"] for m in c["volumeMounts"] if m["mountPath"] == data_dir]
+    assert not mount.get("readOnly")
+    [vol] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert vol["emptyDir"]["sizeLimit"] == "2Gi"
+    assert env["MIRRORSCOPE_S3_KMS_KEY_ID"] == "arn:aws:kms:eu-west-1:1:key/k"
