@@ -17,16 +17,15 @@
  *     [A-Za-z][A-Za-z0-9_-]{0,19}; URI truncated to MAX_URI bytes; version = third part
  *     after "HTTP/"; malformed_request when not exactly 3 parts, no version or not exactly
  *     two spaces in the line;
- *   - response: first starts with "HTTP/", len >= 12, int(first[9:12]) as Python's int() of
- *     bytes (ASCII whitespace around, a sign, single underscores between digits);
+ *   - response: first starts with "HTTP/", len >= 12, a space at [8] and three ASCII digits
+ *     at [9:12] (the status);
  *   - text: bytes.decode("utf-8", "backslashreplace") (CPython's own decoder is called);
  *   - headers: the _WANTED regex: at every "\n", one of the wanted names (ASCII
  *     case-insensitive), [ \t]*, ":", [ \t]*, the value up to the first "\r" or "\n" less
  *     trailing [ \t]; the match only holds when that "\r"/"\n" is "\r\n", "\n" or the end of
  *     the block;
- *   - Content-Length: value.decode("ascii", "replace").strip() then int(): any byte >= 0x80
- *     is invalid; str.strip() removes \t\n\x0b\x0c\r\x1c-\x1f and space; then
- *     [+-]?digit(_?digit)*.
+ *   - Content-Length: 1*DIGIT (RFC 9110 8.6), leading zeros allowed, at most 19 significant
+ *     digits and at most MAX_CONTENT_LENGTH; anything else is invalid.
  *
  * Every read is bounded by the end of the bytes object.
  */
@@ -38,7 +37,6 @@
 
 #define MAX_URI 8192
 #define MAX_CONTENT_LENGTH ((uint64_t)1 << 62)
-#define MAX_SAFE_DIGITS 640 /* sys.int_info.str_digits_check_threshold */
 
 static PyObject *DECLINE;
 
@@ -49,7 +47,6 @@ static PyObject *s_malformed_request, *s_bad_cl, *s_conflicting_cl, *s_te_and_cl
 
 static unsigned char lc[256];       /* ASCII lower case */
 static unsigned char split_ws[256]; /* bytes.split() white space */
-static unsigned char strip_ws[256]; /* str.strip() white space, ASCII range */
 static unsigned char tok_rest[256]; /* [A-Za-z0-9_-] */
 
 enum {
@@ -134,70 +131,24 @@ text(const unsigned char *s, Py_ssize_t n)
     return PyUnicode_DecodeUTF8((const char *)s, n, "backslashreplace");
 }
 
-/* Python's int() of the digits part [s, e) (white space already removed by the caller):
- * [+-]?digit(_?digit)*. Returns 0 when invalid, 1 when valid (*neg, *val, *over set: *over
- * when the magnitude exceeds MAX_CONTENT_LENGTH), -1 when it has too many digits to emulate. */
-static int
-parse_int(const unsigned char *s, const unsigned char *e, int *neg, uint64_t *val, int *over)
-{
-    *neg = 0;
-    *val = 0;
-    *over = 0;
-    if (s < e && (*s == '+' || *s == '-')) {
-        *neg = *s == '-';
-        s++;
-    }
-    if (s >= e || !is_digit(*s))
-        return 0;
-    uint64_t v = 0;
-    Py_ssize_t ndig = 0;
-    int prev_us = 0;
-    for (; s < e; s++) {
-        unsigned char c = *s;
-        if (is_digit(c)) {
-            ndig++;
-            if (!*over) {
-                uint64_t d = (uint64_t)(c - '0');
-                if (v > (MAX_CONTENT_LENGTH - d) / 10)
-                    *over = 1; /* v * 10 + d > MAX_CONTENT_LENGTH (checked before it can wrap) */
-                else
-                    v = v * 10 + d;
-            }
-            prev_us = 0;
-        }
-        else if (c == '_' && !prev_us) {
-            prev_us = 1;
-        }
-        else {
-            return 0;
-        }
-    }
-    if (prev_us)
-        return 0;
-    if (ndig > MAX_SAFE_DIGITS)
-        return -1;
-    *val = v;
-    return 1;
-}
-
-/* Content-Length: value.decode("ascii", "replace").strip() then int(); -1 when invalid (or
- * out of range: negative or > MAX_CONTENT_LENGTH), -2 to decline. */
+/* Content-Length: 1*DIGIT (leading zeros allowed); -1 when invalid or above
+ * MAX_CONTENT_LENGTH (at most 19 significant digits, as the Python reference reads). */
 static int64_t
 content_length(const unsigned char *s, const unsigned char *e)
 {
+    if (s >= e)
+        return -1;
     for (const unsigned char *q = s; q < e; q++)
-        if (*q >= 0x80)
-            return -1; /* U+FFFD: neither white space nor a digit */
-    while (s < e && strip_ws[*s])
+        if (!is_digit(*q))
+            return -1;
+    while (e - s > 1 && *s == '0')
         s++;
-    while (e > s && strip_ws[e[-1]])
-        e--;
-    int neg, over;
-    uint64_t v;
-    int rc = parse_int(s, e, &neg, &v, &over);
-    if (rc < 0)
-        return -2;
-    if (rc == 0 || over || (neg && v != 0))
+    if (e - s > 19)
+        return -1;
+    uint64_t v = 0;
+    for (; s < e; s++)
+        v = v * 10 + (uint64_t)(*s - '0');  /* 19 digits fit in 64 bits */
+    if (v > MAX_CONTENT_LENGTH)
         return -1;
     return (int64_t)v;
 }
@@ -286,17 +237,10 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     else {
         if (flen < 12 || memcmp(buf, "HTTP/", 5) != 0)
             Py_RETURN_NONE;
-        /* int(first[9:12]) of bytes: ASCII white space (bytes.isspace) around */
-        const unsigned char *s = buf + 9, *e = buf + 12;
-        while (s < e && split_ws[*s])
-            s++;
-        while (e > s && split_ws[e[-1]])
-            e--;
-        int neg, over;
-        uint64_t v;
-        if (parse_int(s, e, &neg, &v, &over) != 1)
+        /* HTTP-version SP 3DIGIT */
+        if (buf[8] != ' ' || !is_digit(buf[9]) || !is_digit(buf[10]) || !is_digit(buf[11]))
             Py_RETURN_NONE;
-        status = neg ? -(long)v : (long)v;
+        status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
     }
 
     /* headers */
@@ -346,8 +290,6 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
             switch (kind) {
             case H_CL: {
                 int64_t v = content_length(vs, ve);
-                if (v == -2)
-                    goto decline;
                 if (v < 0) {
                     if (!bad) {
                         bad = 1;
@@ -487,7 +429,6 @@ PyInit__fasthttp(void)
                                       || i == '_' || i == '-');
         split_ws[i] = (unsigned char)(i == ' ' || i == '\t' || i == '\n' || i == '\r'
                                       || i == 0x0b || i == 0x0c);
-        strip_ws[i] = (unsigned char)(split_ws[i] || (i >= 0x1c && i <= 0x1f));
     }
     if (intern(&s_host, "host") < 0 || intern(&s_user_agent, "user_agent") < 0
         || intern(&s_referrer, "referrer") < 0 || intern(&s_req_ctype, "req_ctype") < 0

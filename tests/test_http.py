@@ -262,3 +262,15 @@ def test_pending_requests_are_bounded():
     early = [t for t in res.http if "no_response" in t.tags]
     assert len(early) == 200 - 64  # reported as they fall out, not held
     assert len(res.http) + len(core.finish().http) == 200
+
+
+def test_strict_status_line_and_content_length():
+    from stream_app.core.http import parse_head
+    assert parse_head(b"HTTP/1.10 200 OK", False) is None  # not HTTP-version SP 3DIGIT
+    assert parse_head(b"HTTP/1.1 +20 OK", False) is None
+    assert parse_head(b"HTTP/1.1 204 No Content", False)[0] == 204
+    for bad in (b"+5", b"1_0", b"-0", b"5, 5", b"0x10", b"\x1c10"):
+        got = parse_head(b"POST / HTTP/1.1\r\nContent-Length: " + bad, True)
+        assert got[3] is None and "bad_content_length" in got[5], bad
+    assert parse_head(b"POST / HTTP/1.1\r\nContent-Length: 0007", True)[3] == 7
+    assert parse_head(b"POST / HTTP/1.1\r\nContent-Length: " + b"0" * 40 + b"12", True)[3] == 12

@@ -447,12 +447,11 @@ def parse_head(head: bytes, is_request: bool):
             tags.append("malformed_request")
         text_fields = _REQUEST_TEXT
     else:
-        if not first.startswith(b"HTTP/") or len(first) < 12:
+        # RFC 9112 4: HTTP-version SP 3DIGIT; anything else is not a status line.
+        if not first.startswith(b"HTTP/") or len(first) < 12 or first[8] != 32 \
+                or not first[9:12].isdigit():
             return None
-        try:
-            a = int(first[9:12])
-        except ValueError:
-            return None
+        a = int(first[9:12])
         b = _text(first[13:]) or None
         c = _text(first[5:8])
         text_fields = _RESPONSE_TEXT
@@ -461,10 +460,10 @@ def parse_head(head: bytes, is_request: bool):
     fields: list[tuple[str, str]] = []
     for name, value in _headers(rest):
         if name == b"content-length":
-            try:
-                v = int(value.decode("ascii", "replace").strip())
-            except ValueError:
-                v = -1
+            # RFC 9110 8.6: 1*DIGIT. Signs, underscores and odd white space that a lenient
+            # int() would take are invalid: servers disagree on them (a smuggling vector).
+            digits = value.lstrip(b"0") or value[:1]
+            v = int(digits) if value.isdigit() and len(digits) <= 19 else -1
             if v < 0 or v > MAX_CONTENT_LENGTH:
                 # Negative, overflowing or unreadable lengths are invalid; servers reject or
                 # misread them, so the bytes after the head are framed as the next message.
