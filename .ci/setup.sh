@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # the collector's tests: a real Kafka broker (Java 17, jars via Maven), ping in the lab,
   # and a C compiler (the fast path; bench/bench_collect.py's sender)
-  openjdk-17-jdk-headless maven iputils-ping gcc)
+  openjdk-17-jdk-headless maven iputils-ping gcc
+  # the detectors' e2e tests: real attack tools in the lab (tests/e2e/test_detectors_lab.py)
+  nmap hping3)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

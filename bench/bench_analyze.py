@@ -6,7 +6,7 @@ usage: python bench/bench_analyze.py [--capture FILE] [--skip-go] [--skip-ours] 
 
 Runs, one after the other in this one command, each as a subprocess pinned to one core
 (taskset -c CORE, default 0):
-  ours   <venv>/bin/mirrorscope analyze FILE --out TMPDIR --no-progress --no-http (flows only)
+  ours   <venv>/bin/mirrorscope analyze FILE --out TMPDIR --no-progress --no-http --no-detect (flows only)
          (the console script beside sys.executable, i.e. the same venv's)
   naive  sys.executable bench/naive_dpkt.py FILE     (dpkt, the webinar's loop in Python)
   go     bench/.data/go-webinar FILE                 (gopacket, the webinar's loop in Go; built
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace, core: int | None) -> int:
         def ours_cmd(path: Path):
             def make():
                 out = Path(tempfile.mkdtemp(prefix="ours-out.", dir=tmp))
-                return [str(ours_bin), "analyze", str(path), "--out", str(out), "--no-progress", "--no-http"], out
+                return [str(ours_bin), "analyze", str(path), "--out", str(out), "--no-progress", "--no-http", "--no-detect"], out
             return make
 
         def naive_cmd(path: Path):

@@ -5,7 +5,8 @@ usage: python bench/bench_http.py [--capture FILE] [--repeat N] [--core N]
 
 Both run pinned to one core, in the same run, on bench/.data/mirror-http-500k.pcap (made by
 bench/make_capture.sh if absent):
-  ours    <venv>/bin/mirrorscope analyze FILE --out TMP --no-progress
+  ours    <venv>/bin/mirrorscope analyze FILE --out TMP --no-progress --no-detect
+          (flows and HTTP; the detectors' cost has its own benchmark, bench_detect.py)
   tshark  tshark -n -r FILE -Y http.request -T fields -e http.request.method -e http.host
           -e http.request.uri
 It checks that both found the same number of requests, then prints packets/s of each and the
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             out = tmp / f"out{i}"
             r = run_measured("ours", [str(ours), "analyze", str(args.capture), "--out", str(out),
-                                      "--no-progress"], args.core, tmp)
+                                      "--no-progress", "--no-detect"], args.core, tmp)
             r["requests"] = sum(1 for line in (out / "http.jsonl").open()
                                 if json.loads(line)["method"] is not None)
             if "ours" not in best or r["wall_s"] < best["ours"]["wall_s"]:

@@ -659,6 +659,11 @@ class EmbeddedPublisher(Publisher):
         if self.enricher is not None:
             for f in results.flows:
                 self.enricher.fill_flow(f)
+            for a in results.alerts:  # the mirrored ENI of the alert's VNI
+                if a.interface_id is None and a.vni is not None:
+                    info = self.enricher.get(a.vni)
+                    if info is not None:
+                        a.interface_id = info.interface_id
         self.flows_written += len(results.flows)
         self.outputs.write(results)
 

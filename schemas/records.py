@@ -15,6 +15,7 @@ import msgspec
 PACKET_BATCH_VERSION = 1
 FLOW_RECORD_VERSION = 1
 HTTP_RECORD_VERSION = 1
+ALERT_RECORD_VERSION = 1
 
 # Why the flow stopped accumulating into this record.
 EndReason = Literal["fin", "rst", "idle", "active", "eof"]
@@ -193,11 +194,41 @@ class HttpTransaction(msgspec.Struct, omit_defaults=False):
     schema_version: int = HTTP_RECORD_VERSION
 
 
-# The types that get a committed JSON Schema under schemas/jsonschema/. The alert record joins
-# this table when its issue defines it.
+class Alert(msgspec.Struct, omit_defaults=False):
+    """One detection (stream_app/core/detectors.py; docs/detectors/). The columns of the Glue
+    ``alerts`` table (schemas/athena/alerts.sql, terraform/modules/storage/tables.tf) in order."""
+
+    alert_id: str
+    """Deterministic: a hash of the type, the subject (the source; the first target when the
+    source is unknown) and the window start, so a replay gives the same id."""
+    ts: float
+    """Unix seconds (capture time) of the observation that crossed the threshold."""
+    type: str
+    """port_scan, host_sweep, syn_flood, unanswered_connections, volume_spike, beaconing,
+    http_attack."""
+    severity: str
+    """info, low, medium, high or critical."""
+    source: str | None
+    """The offending address; None when it cannot be named (e.g. a spoofed SYN flood)."""
+    targets: list[str]
+    """Addresses, address:port or proto/port the alert is about (at most 20)."""
+    vni: int | None
+    interface_id: str | None
+    window_start: float
+    window_end: float
+    """The detection window (Unix seconds, capture time)."""
+    evidence: dict[str, int]
+    """Counts that crossed the thresholds, as of the alert."""
+    summary: str
+    """One line for humans."""
+    schema_version: int = ALERT_RECORD_VERSION
+
+
+# The types that get a committed JSON Schema under schemas/jsonschema/.
 SCHEMA_TYPES: dict[str, type] = {
     "packet_record": PacketRecord,
     "packet_batch": PacketBatch,
     "flow_record": FlowRecord,
     "http_transaction": HttpTransaction,
+    "alert": Alert,
 }

@@ -52,16 +52,24 @@ def main() -> None:
                    "(prefix, KMS key and endpoint from MIRRORSCOPE_S3_*; see docs/athena.md).")
 @click.option("--cloudwatch", is_flag=True,
               help="Also send metrics and alert events to CloudWatch (MIRRORSCOPE_CLOUDWATCH_*).")
+@click.option("--detect/--no-detect", "detect", default=True, show_default=True,
+              help="Run the detectors (port scans, sweeps, SYN floods, unanswered connections, "
+                   "volume spikes, beaconing, HTTP attacks) and write OUT/alerts.jsonl.")
+@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON or YAML file with detector thresholds, e.g. "
+                   "{\"port_scan\": {\"min_ports\": 30}, \"beaconing\": null} "
+                   "(docs/detectors/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
             active_timeout: float,
             close_linger: float, progress: bool | None, http: bool, keep_credentials: bool,
-            s3_bucket: str | None, cloudwatch: bool, as_json: bool, pure_python: bool) -> None:
+            s3_bucket: str | None, cloudwatch: bool, detect: bool, detect_config: Path | None,
+            as_json: bool, pure_python: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
-    HTTP transaction to OUT/http.jsonl."""
+    HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
     from stream_app.core.http import HttpConfig
     from stream_app.core.l7 import L7Config
     from stream_app.embedded import analyze as run, payload_policy
@@ -75,6 +83,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                      active_timeout=active_timeout,
                      close_linger=close_linger)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    dcfg = _detect_config(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:
         from stream_app.sinks.tee import aws_outputs
@@ -89,10 +98,10 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                 task = bar.add_task("read", total=total)
                 res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
                           fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7,
-                          extra_outputs=extra)
+                          extra_outputs=extra, detect=dcfg)
         else:
             res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
-                      fast=not pure_python, l7=l7, extra_outputs=extra)
+                      fast=not pure_python, l7=l7, extra_outputs=extra, detect=dcfg)
     except CaptureError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
@@ -104,6 +113,18 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
         sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_summary(res)
+
+
+def _detect_config(path: Path | None):
+    from stream_app.core.detectors import DetectConfig
+    if path is None:
+        return DetectConfig()
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return DetectConfig.from_dict(data)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--detect-config") from None
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -162,6 +183,20 @@ def _print_summary(res) -> None:
         out.print(t)
         if hs.hosts:
             out.print("Top hosts: " + ", ".join(f"{h} ({n:,})" for h, n in hs.hosts.most_common(5)))
+    al = res.alerts
+    if al.alerts:
+        out.print(f"[bold red]Alerts[/bold red]: {al.alerts:,} ("
+                  + ", ".join(f"{t} {n:,}" for t, n in al.by_type.most_common()) + ")")
+        t = Table()
+        for col in ("type", "severity", "source", "summary"):
+            t.add_column(col)
+        for a in al.first:
+            t.add_row(a.type, a.severity, a.source or "-", a.summary)
+        out.print(t)
+        if al.alerts > len(al.first):
+            out.print(f"... and {al.alerts - len(al.first):,} more in alerts.jsonl")
+    else:
+        out.print("[bold]Alerts[/bold]: " + ("none" if res.detect else "detectors off (--no-detect)"))
     for p in res.problems:
         err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
     out.print("wrote " + ", ".join(res.outputs.values()))

@@ -13,10 +13,11 @@ import orjson
 from collectors.capture import linktype_name, open_capture
 from collectors.decode import SUPPORTED_LINKTYPES, Decoder, PayloadPolicy
 from collectors.source import capture_batches
+from stream_app.core.detectors import DetectConfig
 from stream_app.core.flowtable import FlowConfig
 from stream_app.core.l7 import L7Config
 from stream_app.core.processor import CoreConfig, Processor, Results
-from stream_app.core.summary import FlowSummary, HttpSummary
+from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary
 from stream_app.sinks.localfiles import JsonlWriter
 
 EXPIRE_EVERY = 8  # batches between timeout sweeps
@@ -31,6 +32,8 @@ class AnalyzeResult:
     problems: list[str] = field(default_factory=list)
     flows: FlowSummary = field(default_factory=FlowSummary)
     http: HttpSummary = field(default_factory=HttpSummary)
+    alerts: AlertSummary = field(default_factory=AlertSummary)
+    detect: bool = True
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -50,6 +53,10 @@ class AnalyzeResult:
             "http_by_status_class": dict(self.http.by_class),
             "http_tags": dict(self.http.tags),
             "http_top_hosts": dict(self.http.hosts.most_common(10)),
+            "detectors": self.detect,
+            "alerts": self.alerts.alerts,
+            "alerts_by_type": dict(self.alerts.by_type),
+            "alert_list": self.alerts.listing(),
             "outputs": self.outputs,
         }
 
@@ -60,8 +67,8 @@ def payload_policy(l7: L7Config | None) -> PayloadPolicy:
 
 
 class LocalOutputs:
-    """Writes the core's results to a folder (flows.jsonl) and keeps the summary's
-    aggregates. Used by `analyze` and by a collector running in embedded mode."""
+    """Writes the core's results to a folder (flows.jsonl, http.jsonl, alerts.jsonl) and keeps
+    the summary's aggregates. Used by `analyze` and by a collector running in embedded mode."""
 
     def __init__(self, out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,9 +76,12 @@ class LocalOutputs:
         self.flows_path = out_dir / "flows.jsonl"
         self.http_path = out_dir / "http.jsonl"
         self._flows = JsonlWriter(self.flows_path)
+        self.alerts_path = out_dir / "alerts.jsonl"
         self._http = JsonlWriter(self.http_path)
+        self._alerts = JsonlWriter(self.alerts_path)
         self.summary = FlowSummary()
         self.http_summary = HttpSummary()
+        self.alert_summary = AlertSummary()
 
     def write(self, results: Results) -> None:
         if results.flows:
@@ -80,17 +90,24 @@ class LocalOutputs:
         if results.http:
             self._http.write(results.http)
             self.http_summary.add(results.http)
+        alerts = getattr(results, "alerts", None)
+        if alerts:
+            self._alerts.write(alerts)
+            self.alert_summary.add(alerts)
 
     def close(self) -> dict[str, str]:
         self._flows.close()
         self._http.close()
-        return {"flows": str(self.flows_path), "http": str(self.http_path)}
+        self._alerts.close()
+        return {"flows": str(self.flows_path), "http": str(self.http_path),
+                "alerts": str(self.alerts_path)}
 
 
 def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | None = None,
             decoder: Decoder | None = None, fast: bool = True,
             progress: Callable[[int], None] | None = None,
-            l7: L7Config | None = L7Config(), extra_outputs: list | None = None) -> AnalyzeResult:
+            l7: L7Config | None = L7Config(), extra_outputs: list | None = None,
+            detect: DetectConfig | None = DetectConfig()) -> AnalyzeResult:
     """Analyze the captures in order as one stream of packets (give rotated captures in time
     order) and write out_dir/flows.jsonl, out_dir/http.jsonl and out_dir/summary.json.
     With ``l7=None`` only flow records are made (and no payload is kept); ``extra_outputs``
@@ -100,13 +117,14 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
     the output folder cannot be written."""
     readers = [open_capture(p) for p in paths]  # fail on a bad file before any work
     decoder = decoder or Decoder(payload=payload_policy(l7))
-    core = Processor(CoreConfig(flows=flow_config or FlowConfig(), l7=l7))
+    core = Processor(CoreConfig(flows=flow_config or FlowConfig(), l7=l7, detect=detect))
     outputs = LocalOutputs(out_dir)
     if extra_outputs:  # S3 and/or CloudWatch beside the local files
         from stream_app.sinks.tee import TeeOutputs
         outputs = TeeOutputs(outputs, *extra_outputs)
     res = AnalyzeResult(files=[str(p) for p in paths], flows=outputs.summary,
-                        http=outputs.http_summary)
+                        http=outputs.http_summary, alerts=outputs.alert_summary,
+                        detect=detect is not None)
     try:
         for reader in readers:
             done_bytes = 0

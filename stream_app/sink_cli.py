@@ -210,7 +210,7 @@ def _common(f):
         click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
                      show_default=True),
         click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-                     show_default=True, help="Consumed once schemas/records.py defines Alert."),
+                     show_default=True, help="Alert records (schemas.records.Alert)."),
         click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", type=int, default=None,
                      help="Serve GET /healthz on this port."),
         click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", type=int, default=None,
@@ -228,7 +228,7 @@ def _common(f):
 def _topic_kinds(topic_flows, topic_http, topic_alerts) -> dict[str, RecordKind]:
     kinds = default_kinds()
     out = {topic_flows: kinds["flows"], topic_http: kinds["http"]}
-    if "alerts" in kinds:  # pragma: no cover - once the alert contract lands
+    if "alerts" in kinds:
         out[topic_alerts] = kinds["alerts"]
     return out
 

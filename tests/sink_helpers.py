@@ -80,7 +80,8 @@ def make_http(i: int, ts: float | None = None, status: int | None = 200) -> Http
 
 
 class TestAlert(msgspec.Struct):
-    """A stand-in for the alert contract (schemas/records.py has no Alert yet)."""
+    """A stand-in for the alert contract (schemas.records.Alert has the same columns plus
+    schema_version): the sinks take any Struct with alert_id, ts, type and severity."""
 
     __test__ = False
     alert_id: str

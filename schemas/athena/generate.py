@@ -18,38 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import msgspec
-
-from schemas.records import FlowRecord, HttpTransaction
+from schemas.records import Alert, FlowRecord, HttpTransaction
 
 OUT_DIR = Path(__file__).resolve().parent
 PROJECTION_START = "2026-01-01"  # terraform/modules/storage: var.projection_start_date
 
 
-class AlertDraft(msgspec.Struct):
-    """The alert table's columns until schemas/records.py defines Alert: the design brief's
-    alert contract as terraform/modules/storage/tables.tf spells it."""
-
-    alert_id: str
-    ts: float
-    type: str
-    severity: str
-    source: str | None
-    targets: list[str]
-    vni: int | None
-    interface_id: str | None
-    window_start: float
-    window_end: float
-    evidence: dict[str, int]
-    summary: str
-
-
 def alert_type() -> type:
-    try:
-        from schemas.records import Alert  # type: ignore[attr-defined]
-        return Alert  # pragma: no cover - once the alert contract lands
-    except ImportError:
-        return AlertDraft
+    return Alert
 
 
 def tables() -> dict[str, tuple[type, str]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schemas.records import FlowRecord, HttpTransaction, PacketRecord
+from schemas.records import Alert, FlowRecord, HttpTransaction, PacketRecord
+from stream_app.core.detectors import DetectConfig, Detectors
 from stream_app.core.flowtable import FlowConfig, FlowTable
 from stream_app.core.l7 import L7, L7Config
 
@@ -21,9 +22,10 @@ class Results:
 
     flows: list[FlowRecord] = field(default_factory=list)
     http: list[HttpTransaction] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.flows or self.http)
+        return bool(self.flows or self.http or self.alerts)
 
 
 @dataclass
@@ -31,6 +33,8 @@ class CoreConfig:
     flows: FlowConfig = field(default_factory=FlowConfig)
     l7: L7Config | None = field(default_factory=L7Config)
     """HTTP analysis; None for flow records only (packets need no payload then)."""
+    detect: DetectConfig | None = field(default_factory=DetectConfig)
+    """Detectors (stream_app/core/detectors.py) over the flow and HTTP records; None: off."""
 
 
 class Processor:
@@ -38,6 +42,7 @@ class Processor:
         self.config = config or CoreConfig()
         self.l7 = L7(self.config.l7) if self.config.l7 is not None else None
         self.flows = FlowTable(self.config.flows, self.l7)
+        self.detectors = Detectors(self.config.detect) if self.config.detect is not None else None
         self.packets = 0
 
     def process(self, batch: Iterable[PacketRecord]) -> Results:
@@ -56,4 +61,10 @@ class Processor:
         return self._results(self.flows.flush())
 
     def _results(self, flows: list[FlowRecord]) -> Results:
-        return Results(flows=flows, http=self.l7.take() if self.l7 is not None else [])
+        http = self.l7.take() if self.l7 is not None else []
+        d = self.detectors
+        if d is None:
+            return Results(flows=flows, http=http)
+        # Detectors see records, not packets: nothing is added to the per-packet path.
+        return Results(flows=flows, http=http,
+                       alerts=d.observe(flows, http, self.flows.now_ns / 1e9))

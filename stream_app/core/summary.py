@@ -58,3 +58,23 @@ class HttpSummary:
 
 
 _STATUS_CLASS = {i: f"{i}xx" for i in range(1, 6)}
+
+
+@dataclass
+class AlertSummary:
+    alerts: int = 0
+    by_type: Counter = field(default_factory=Counter)
+    first: list = field(default_factory=list)
+    """The first ``keep`` alerts (for the terminal summary)."""
+    keep: int = 20
+
+    def add(self, alerts) -> None:
+        for a in alerts:
+            self.alerts += 1
+            self.by_type[a.type] += 1
+            if len(self.first) < self.keep:
+                self.first.append(a)
+
+    def listing(self) -> list[dict]:
+        return [{"type": a.type, "severity": a.severity, "source": a.source,
+                 "summary": a.summary} for a in self.first]

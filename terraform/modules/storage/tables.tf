@@ -83,7 +83,7 @@ locals {
     { name = "schema_version", type = "bigint", comment = null },
   ]
 
-  # No JSON Schema for alerts in schemas/ yet: these follow the design brief's alert contract.
+  # As schemas/jsonschema/alert.json (tests/test_athena_ddl.py keeps them equal).
   alert_columns = [
     { name = "alert_id", type = "string", comment = "Deterministic" },
     { name = "ts", type = "double", comment = "Unix seconds" },
@@ -97,6 +97,7 @@ locals {
     { name = "window_end", type = "double", comment = "Unix seconds" },
     { name = "evidence", type = "map<string,bigint>", comment = "Counts" },
     { name = "summary", type = "string", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
   ]
 
   tables = {
