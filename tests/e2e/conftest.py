@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_env import PREFIX, SERVER, Lab, find_lab  # noqa: E402
+from lab_env import PREFIX, Lab, find_lab, serve_http  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +43,5 @@ def http_server(lab, tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("www")
     (root / "index.html").write_text("<html><body>" + "mirrorscope " * 20 + "</body></html>\n")
     (root / "big.bin").write_bytes(os.urandom(64 * 1024))
-    proc = subprocess.Popen(lab.ns(lab.src) + ["python3", "-m", "http.server", "80", "--bind",
-                                               SERVER, "--directory", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            r = lab.run(lab.client, "curl", "-s", "-o", "/dev/null", "-m", "2", "-w", "%{http_code}",
-                        f"http://{SERVER}/", check=False)
-            if r.stdout.strip() == "200":
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"HTTP server in {lab.src} did not answer", pytrace=False)
-            time.sleep(0.1)
-        yield f"http://{SERVER}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_http(lab, root) as url:
+        yield url

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +58,29 @@ class Lab:
         env = {**os.environ, "PREFIX": self.prefix, "VNI": str(VNI)}
         return subprocess.run(["bash", str(self.script), action], env=env, capture_output=True,
                               text=True, timeout=60)
+
+
+@contextmanager
+def serve_http(lab: Lab, root: Path, bind: str = SERVER) -> Iterator[str]:
+    """A real HTTP server (Python's http.server) on port 80 in the mirrored namespace, serving
+    ``root``; yields its URL once curl from the client gets a 200."""
+    proc = subprocess.Popen(lab.ns(lab.src) + ["python3", "-m", "http.server", "80", "--bind",
+                                               bind, "--directory", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            r = lab.run(lab.client, "curl", "-s", "-o", "/dev/null", "-m", "2", "-w",
+                        "%{http_code}", f"http://{SERVER}/", check=False)
+            if r.stdout.strip() == "200":
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"HTTP server in {lab.src} did not answer", pytrace=False)
+            time.sleep(0.1)
+        yield f"http://{SERVER}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from lab_env import CLIENT, SERVER, Lab, find_lab
+from lab_env import CLIENT, SERVER, Lab, find_lab, serve_http
 
 pytestmark = pytest.mark.e2e
 PREFIX = os.environ.get("MIRRORSCOPE_E2E_DETECT_PREFIX", "td6-")
@@ -61,26 +61,8 @@ def web(lab, tmp_path_factory) -> Iterator[str]:
     namespace; answers on every extra address too."""
     root = tmp_path_factory.mktemp("www")
     (root / "index.html").write_text("<html><body>" + "mirrorscope " * 40 + "</body></html>\n")
-    proc = subprocess.Popen(lab.ns(lab.src) + ["python3", "-m", "http.server", "80", "--bind",
-                                               "0.0.0.0", "--directory", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            r = lab.run(lab.client, "curl", "-s", "-o", "/dev/null", "-m", "2", "-w",
-                        "%{http_code}", f"http://{SERVER}/", check=False)
-            if r.stdout.strip() == "200":
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"HTTP server in {lab.src} did not answer", pytrace=False)
-            time.sleep(0.1)
-        yield f"http://{SERVER}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_http(lab, root, bind="0.0.0.0") as url:
+        yield url
 
 
 def _stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10) -> None:
