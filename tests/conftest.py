@@ -43,3 +43,13 @@ def tshark() -> str:
     exe = shutil.which("tshark")
     assert exe, "tshark is required (Debian package tshark; .ci/setup.sh installs it)"
     return exe
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """A real moto server for one test module (tests.sink_helpers.Moto: it can also be paused
+    to make the endpoint unreachable)."""
+    from tests.sink_helpers import Moto
+    m = Moto().start()
+    yield m
+    m.stop()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 import signal
 
-import msgspec
 
-from schemas.records import FlowRecord, HttpTransaction
+from schemas.records import Alert, FlowRecord, HttpTransaction
 
 from tests.services.kafka_service import free_port  # noqa: F401  (re-exported for the tests)
 from tests.services.moto_service import CREDENTIALS, MotoServer  # noqa: F401  (re-exported)
@@ -79,29 +78,10 @@ def make_http(i: int, ts: float | None = None, status: int | None = 200) -> Http
         cookie="<redacted>" if i % 7 == 0 else None, set_cookie=None, flow_direction=None)
 
 
-class TestAlert(msgspec.Struct):
-    """A stand-in for the alert contract (schemas.records.Alert has the same columns plus
-    schema_version): the sinks take any Struct with alert_id, ts, type and severity."""
-
-    __test__ = False
-    alert_id: str
-    ts: float
-    type: str
-    severity: str
-    source: str | None
-    targets: list[str]
-    vni: int | None
-    interface_id: str | None
-    window_start: float
-    window_end: float
-    evidence: dict[str, int]
-    summary: str
-
-
 def make_alert(i: int, ts: float | None = None, type_: str = "port_scan",
-               severity: str = "high") -> TestAlert:
+               severity: str = "high") -> Alert:
     t = ts if ts is not None else T0 + i
-    return TestAlert(alert_id=f"alert-{i:06d}", ts=t, type=type_, severity=severity,
+    return Alert(alert_id=f"alert-{i:06d}", ts=t, type=type_, severity=severity,
                      source=f"10.0.0.{i % 200}", targets=["10.1.0.1", "10.1.0.2"][: 1 + i % 2],
                      vni=None if i % 2 else 7, interface_id=None, window_start=t - 60,
                      window_end=t, evidence={"ports": 100 + i, "hosts": 1}, summary=f"scan #{i}")

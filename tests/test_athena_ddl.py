@@ -137,10 +137,10 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     import msgspec
     from sqlglot.executor import execute
 
-    from schemas.records import FlowRecord, HttpTransaction
+    from schemas.records import Alert, FlowRecord, HttpTransaction
     from stream_app.sinks.batching import flow_kind, http_kind, partition_of
     from stream_app.sinks.parquet import decode, encode
-    from tests.sink_helpers import TestAlert, make_alert, make_flow, make_http
+    from tests.sink_helpers import make_alert, make_flow, make_http
 
     flows = [make_flow(i, proto=(6, 6, 17)[i % 3]) for i in range(120)]
     https = [make_http(i, status=(200, 404, 500, 503, None)[i % 5]) for i in range(60)]
@@ -154,7 +154,7 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
                 for r in back]
     tables = {"mirrorscope": {"flows": rows(flows, FlowRecord, flow_kind().ts_of),
                               "http": rows(https, HttpTransaction, http_kind().ts_of),
-                              "alerts": rows(alerts, TestAlert, lambda a: a.ts)}}
+                              "alerts": rows(alerts, Alert, lambda a: a.ts)}}
     results = []
     for q in docs_queries():
         q = q.replace("approx_percentile(latency, 0.95)", "max(latency)")

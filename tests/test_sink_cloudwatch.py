@@ -8,16 +8,10 @@ import datetime as _dt
 import msgspec
 import pytest
 
+from schemas.records import Alert
 from stream_app.core.processor import Results
 from stream_app.sinks.cloudwatch import CloudWatchOutputs, CloudWatchSettings, CloudWatchSink
-from tests.sink_helpers import Moto, TestAlert, client, make_alert, make_flow, make_http
-
-
-@pytest.fixture(scope="module")
-def moto():
-    m = Moto().start()
-    yield m
-    m.stop()
+from tests.sink_helpers import Moto, client, make_alert, make_flow, make_http
 
 
 @pytest.fixture
@@ -86,7 +80,7 @@ def test_metrics_and_alert_events_match_the_records(aws, moto):
         if not r["events"] or r["nextForwardToken"] == token:
             break
         token = r["nextForwardToken"]
-    got = [msgspec.json.decode(e["message"], type=TestAlert) for e in events]
+    got = [msgspec.json.decode(e["message"], type=Alert) for e in events]
     assert sorted(got, key=lambda a: a.alert_id) == alerts
     assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
 

@@ -12,20 +12,12 @@ from pathlib import Path
 
 import msgspec
 import pyarrow.parquet as pq
-import pytest
 
 from schemas.records import FlowRecord, HttpTransaction
 from stream_app.sinks.parquet import table_to_records
-from tests.sink_helpers import Moto, client
+from tests.sink_helpers import client
 
 SAMPLE = Path(__file__).resolve().parents[1] / "docs" / "samples" / "mirror-lab-http.pcap"
-
-
-@pytest.fixture(scope="module")
-def moto():
-    m = Moto().start()
-    yield m
-    m.stop()
 
 
 def test_analyze_writes_to_s3_and_cloudwatch(moto, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.records import FlowRecord, HttpTransaction
 from stream_app.sinks.parquet import table_to_records
-from tests.sink_helpers import Moto, client, make_flow, make_http
+from tests.sink_helpers import client, make_flow, make_http
 
 try:
     from tests.services.kafka_service import LocalKafka, create_topic, jar_dir
@@ -43,13 +43,6 @@ def kafka():
             yield k
         finally:
             k.stop()
-
-
-@pytest.fixture(scope="module")
-def moto():
-    m = Moto().start()
-    yield m
-    m.stop()
 
 
 def test_sink_s3_command_consumes_the_result_topics(kafka, moto, tmp_path):

@@ -13,23 +13,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.records import FlowRecord, HttpTransaction
+from schemas.records import Alert, FlowRecord, HttpTransaction
 from stream_app.core.processor import Results
 from stream_app.sinks.batching import (Bounds, alert_kind, default_kinds, flow_kind, http_kind,
                                        partition_of)
 from stream_app.sinks.parquet import decode, table_to_records
 from stream_app.sinks.s3 import S3Outputs, S3Settings, S3Sink
-from tests.sink_helpers import HOUR, T0, Moto, TestAlert, client, make_alert, make_flow, make_http
+from tests.sink_helpers import HOUR, T0, client, make_alert, make_flow, make_http
 
 KEY_RE = re.compile(r"^(?:pre/)?(flows|http|alerts)/dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/"
                     r"[A-Za-z0-9._-]+-\d{5}-\d{20}-[0-9a-f]{16}\.(parquet|jsonl\.gz)$")
-
-
-@pytest.fixture(scope="module")
-def moto():
-    m = Moto().start()
-    yield m
-    m.stop()
 
 
 @pytest.fixture
@@ -67,7 +60,7 @@ def test_embedded_outputs_roundtrip_partitions_and_sse(s3, moto, tmp_path):
     flows = [make_flow(i, ts=T0 + 300 + 34 * i - (i % 5) * 60) for i in range(1, 301)]
     https = [make_http(i, ts=T0 + 4 * HOUR + i) for i in range(120)]        # the next day
     alerts = [make_alert(i) for i in range(15)]
-    kinds = {**default_kinds(), "alerts": alert_kind(TestAlert)}
+    kinds = {**default_kinds(), "alerts": alert_kind(Alert)}
     out = S3Outputs(_settings(moto, tmp_path, prefix="pre", bounds=Bounds(max_records=64)), kinds=kinds)
     for i in range(0, 300, 50):
         res = Results(flows=flows[i:i + 50], http=https[i // 50 * 20:(i // 50 + 1) * 20])
@@ -82,7 +75,7 @@ def test_embedded_outputs_roundtrip_partitions_and_sse(s3, moto, tmp_path):
     assert {p for p in parts if p[0] == "flows"} == {("flows", "2026-05-28", h) for h in ("20", "21", "22")}
     assert {p for p in parts if p[0] == "http"} == {("http", "2026-05-29", "00")}
 
-    kd = {"flows": flow_kind(), "http": http_kind(), "alerts": alert_kind(TestAlert)}
+    kd = {"flows": flow_kind(), "http": http_kind(), "alerts": alert_kind(Alert)}
     by_key = {k: _read(s3, k, kd[KEY_RE.match(k).group(1)].struct_type) for k in keys}
     got_flows = [r for k in keys if "/flows/" in k for r in by_key[k]]
     got_http = [r for k in keys if "/http/" in k for r in by_key[k]]

@@ -10,7 +10,7 @@ import msgspec
 import pyarrow as pa
 import pytest
 
-from schemas.records import FlowRecord, HttpTransaction
+from schemas.records import Alert, FlowRecord, HttpTransaction
 from stream_app.sink_cli import Message, run_cloudwatch, run_s3
 from stream_app.sinks import cloudwatch as cw
 from stream_app.sinks.batching import (Batcher, Bounds, alert_kind, flow_kind, http_kind,
@@ -18,7 +18,7 @@ from stream_app.sinks.batching import (Batcher, Bounds, alert_kind, flow_kind, h
 from stream_app.sinks.parquet import arrow_schema, decode, encode
 from stream_app.sinks.s3 import S3Settings, S3Sink, sse_args
 from stream_app.sinks.spool import Spool
-from tests.sink_helpers import HOUR, T0, TestAlert, make_alert, make_flow, make_http
+from tests.sink_helpers import HOUR, T0, make_alert, make_flow, make_http
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ from tests.sink_helpers import HOUR, T0, TestAlert, make_alert, make_flow, make_
 def test_roundtrip_every_record_type(fmt):
     for typ, recs in ((FlowRecord, [make_flow(i) for i in range(50)]),
                       (HttpTransaction, [make_http(i, status=None if i % 9 == 0 else 200 + i) for i in range(50)]),
-                      (TestAlert, [make_alert(i) for i in range(20)])):
+                      (Alert, [make_alert(i) for i in range(20)])):
         assert decode(encode(recs, typ, fmt), typ, fmt) == recs
 
 
@@ -39,7 +39,7 @@ def test_arrow_schema_follows_the_struct():
     assert all(f.nullable for f in s)
     h = arrow_schema(HttpTransaction)
     assert h.field("tags").type == pa.list_(pa.string())
-    assert arrow_schema(TestAlert).field("evidence").type == pa.map_(pa.string(), pa.int64())
+    assert arrow_schema(Alert).field("evidence").type == pa.map_(pa.string(), pa.int64())
 
 
 def test_encoding_is_deterministic():
@@ -108,7 +108,7 @@ def test_age_bound():
 
 
 def test_alert_kind_needs_the_alert_fields():
-    assert alert_kind(TestAlert).id_field == "alert_id"
+    assert alert_kind(Alert).id_field == "alert_id"
 
     class NotAnAlert(msgspec.Struct):
         ts: float
@@ -328,4 +328,4 @@ def test_alert_event_time_is_clamped_and_the_record_kept():
     old = make_alert(1, ts=1_000_000_000.5)
     e = cw.alert_event(old, now_ms)
     assert now_ms - e["timestamp"] < cw.MAX_EVENT_AGE_MS
-    assert msgspec.json.decode(e["message"], type=TestAlert) == old
+    assert msgspec.json.decode(e["message"], type=Alert) == old
