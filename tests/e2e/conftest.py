@@ -5,7 +5,6 @@ and fail (never skip) with a clear message where they cannot."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,27 +13,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_env import PREFIX, Lab, find_lab, serve_http  # noqa: E402
+from lab_env import PREFIX, Lab, lab_up, serve_http  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("the e2e tests need root (network namespaces); CI runs them as root",
-                    pytrace=False)
-    for tool in ("ip", "tc", "ethtool", "curl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"the e2e tests need `{tool}` (.ci/setup.sh installs it)", pytrace=False)
-    lab = Lab(find_lab(), PREFIX)
-    lab._script("down")  # leftovers of a killed run
-    up = lab._script("up")
-    if up.returncode != 0:
-        lab._script("down")
-        pytest.fail(f"mirror lab did not come up: {up.stderr}", pytrace=False)
-    try:
+    with lab_up(PREFIX, ("ip", "tc", "ethtool", "curl")) as lab:
         yield lab
-    finally:
-        lab._script("down")
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ a unique module name so it never clashes with another conftest's helpers)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -84,3 +85,25 @@ def serve_http(lab: Lab, root: Path, bind: str = SERVER) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def lab_up(prefix: str, tools: tuple[str, ...]) -> Iterator[Lab]:
+    """The mirror lab under ``prefix``, up for the duration (leftovers of a killed run are
+    cleared first); fails, never skips, without root or one of ``tools``."""
+    if os.geteuid() != 0:
+        pytest.fail("the e2e tests need root (network namespaces); CI runs them as root",
+                    pytrace=False)
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail(f"the e2e tests need `{tool}` (.ci/setup.sh installs it)", pytrace=False)
+    lab = Lab(find_lab(), prefix)
+    lab._script("down")
+    up = lab._script("up")
+    if up.returncode != 0:
+        lab._script("down")
+        pytest.fail(f"mirror lab did not come up: {up.stderr}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab._script("down")

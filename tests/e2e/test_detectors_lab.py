@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from lab_env import CLIENT, SERVER, Lab, find_lab, serve_http
+from lab_env import CLIENT, SERVER, Lab, lab_up, serve_http
 
 pytestmark = pytest.mark.e2e
 PREFIX = os.environ.get("MIRRORSCOPE_E2E_DETECT_PREFIX", "td6-")
@@ -33,26 +32,11 @@ TOOLS = ("ip", "tc", "ethtool", "curl", "tcpdump", "nmap", "hping3", "ab")
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.fail("the e2e tests need root (network namespaces); CI runs them as root",
-                    pytrace=False)
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            pytest.fail(f"the detector e2e tests need `{tool}` (.ci/setup.sh installs it)",
-                        pytrace=False)
-    lab = Lab(find_lab(), PREFIX)
-    lab._script("down")  # leftovers of a killed run
-    up = lab._script("up")
-    if up.returncode != 0:
-        lab._script("down")
-        pytest.fail(f"mirror lab did not come up: {up.stderr}", pytrace=False)
-    try:
+    with lab_up(PREFIX, TOOLS) as lab:
         for a in EXTRA:
             subprocess.run(["ip", "-n", lab.src, "addr", "add", f"{a}/24", "dev", "wl0"],
                            check=True, timeout=10, capture_output=True)
         yield lab
-    finally:
-        lab._script("down")
 
 
 @pytest.fixture(scope="module")
