@@ -120,9 +120,6 @@ class PayloadPolicy:
             bits[p >> 3] |= 1 << (p & 7)
         return bytes(bits)
 
-    def keeps(self, sport: int, dport: int) -> bool:
-        return self.max_bytes > 0 and (self.ports is None or sport in self.ports or dport in self.ports)
-
 
 @dataclass
 class Decoder:

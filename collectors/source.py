@@ -16,10 +16,6 @@ except ImportError:  # pragma: no cover - exercised only where the extension fai
 BATCH = 4096
 
 
-def fast_path_available() -> bool:
-    return _fastdecode is not None
-
-
 def capture_batches(reader: PcapReader | PcapngReader, decoder: Decoder,
                     fast: bool = True) -> Iterator[list[PacketRecord]]:
     """Decode every frame of a capture; yields lists of records in capture order.

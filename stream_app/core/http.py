@@ -31,9 +31,6 @@ _METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b
             b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH",
             b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE",
             b"PURGE", b"LINK", b"UNLINK", b"BPROPFIND", b"POLL")
-# Where a message may start: a request line (any token method, as servers accept) or a status line.
-_REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19} [^\s]{1,%d}( HTTP/\d\.\d)?\r?\n" % MAX_URI)
-_RESPONSE_START = re.compile(rb"HTTP/\d\.\d \d{3}")
 _TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,19}")
 _RESYNC_REQUEST = re.compile(rb"(?:%s) [^\s]+ HTTP/1\.[01]\r?\n" % b"|".join(_METHODS))
 _RESYNC_RESPONSE = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r\n]")

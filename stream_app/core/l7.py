@@ -56,10 +56,6 @@ class HttpAnalyzer:
         if isn_resp is not None:
             self.resp.syn(isn_resp)
 
-    def waiting(self) -> bool:
-        """Out-of-order data is held in either direction (an ACK may release it)."""
-        return bool(self.orig.pending or self.resp.pending)
-
     def packet(self, r, is_orig: bool) -> None:
         if is_orig:
             d, peer = self.orig, self.resp
