@@ -77,6 +77,10 @@ class PacketBatch(msgspec.Struct, array_like=True):
     """Identifies the producing collector process (for loss accounting)."""
     seq: int = 0
     """The collector's batch sequence number."""
+    end_ns: int = 0
+    """Non-zero on the marker a collector sends to every partition when a replayed capture
+    ends: the capture's last packet time. Workers then report the partition's open flows,
+    as embedded mode does at the end of a file. Live collectors never send it."""
 
 
 class FlowRecord(msgspec.Struct, omit_defaults=False):

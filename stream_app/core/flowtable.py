@@ -291,6 +291,14 @@ class FlowTable:
                 f.closing_ns, f.close_reason = ts, "fin"
                 self._schedule(ts + self._linger, f.key)
 
+    def adopt(self, flows: list[Flow], now_ns: int) -> None:
+        """Take over flows restored from a store (another worker's partition state)."""
+        for f in flows:
+            self.flows[f.key] = f
+            self._schedule(self._deadline(f), f.key)
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+
     # -- time -------------------------------------------------------------------------------
     def _schedule(self, deadline: int, key: tuple) -> None:
         self._tick += 1

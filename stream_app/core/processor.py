@@ -56,8 +56,11 @@ class Processor:
         """End what timed out by ``now_ns`` (default: the latest packet time seen)."""
         return self._results(self.flows.expire(now_ns))
 
-    def finish(self) -> Results:
-        """End of input: report everything still open."""
+    def finish(self, now_ns: int | None = None) -> Results:
+        """End of input: report everything still open. ``now_ns``: the input's last time, when
+        this processor saw only part of it (one partition of a replayed capture)."""
+        if now_ns is not None and now_ns > self.flows.now_ns:
+            self.flows.now_ns = now_ns
         return self._results(self.flows.flush())
 
     def _results(self, flows: list[FlowRecord]) -> Results:

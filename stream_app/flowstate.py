@@ -1,0 +1,203 @@
+"""One partition's share of the core, made durable: its flows can be written back to a store
+as they change, tied to the offset of the last packet batch applied, and restored elsewhere.
+
+No I/O here. A worker (Kafka) or a shard consumer (Kinesis) owns a ``PartitionState`` per
+partition it is assigned, applies batches in offset order, and now and then takes a
+``Snapshot``: the flows changed since the last one, the keys of flows that ended, and the
+offset they reflect. The store writes the snapshot in one transaction; only then may the
+adapter commit the offset to the broker. After a crash the new owner restores the last
+snapshot and skips every batch at or below its offset, so a packet is counted exactly once
+(results made after the snapshot are made again, with the same ids).
+
+Flows are pickled: their HTTP analysis is a graph of small objects (reassembly buffers,
+parser state) that no schema would describe better. The table-wide objects a flow points to
+(the L7 engine, its statistics and configuration) are written as references and bound to the
+new owner's on restore, so a flow's blob holds that flow only. Each blob carries a keyed
+BLAKE2b tag, and restore refuses a blob whose tag does not verify: whoever can write to Redis
+still cannot make a worker unpickle their bytes without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import pickle
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgspec
+
+from schemas.records import PacketBatch
+from stream_app.core.processor import CoreConfig, Processor, Results
+
+TAG_LEN = 16
+STATE_VERSION = 1
+
+
+class StateError(Exception):
+    """A stored state that cannot be used (bad tag, other version)."""
+
+
+class Codec:
+    """Pickles flows with references to their table's shared objects, and signs them."""
+
+    def __init__(self, key: bytes):
+        if not key:
+            raise ValueError("a state key is required (MIRRORSCOPE_STATE_KEY)")
+        self.key = key
+
+    def _tag(self, data: bytes) -> bytes:
+        return hashlib.blake2b(data, key=self.key[:64], digest_size=TAG_LEN).digest()
+
+    def dumps(self, obj, proc: Processor) -> bytes:
+        shared = _shared(proc)
+        ids = {id(o): name for name, o in shared.items()}
+        buf = io.BytesIO()
+        p = pickle.Pickler(buf, protocol=5)
+        p.persistent_id = lambda o: ids.get(id(o))
+        p.dump(obj)
+        data = buf.getvalue()
+        return self._tag(data) + data
+
+    def loads(self, blob: bytes, proc: Processor):
+        tag, data = blob[:TAG_LEN], blob[TAG_LEN:]
+        if not hmac.compare_digest(tag, self._tag(data)):
+            raise StateError("flow state failed its integrity check (another state key?)")
+        shared = _shared(proc)
+        u = pickle.Unpickler(io.BytesIO(data))
+
+        def load(pid):
+            try:
+                return shared[pid]
+            except KeyError:
+                raise StateError(f"flow state refers to {pid!r}, which this worker lacks") from None
+        u.persistent_load = load
+        return u.load()
+
+
+def _shared(proc: Processor) -> dict[str, object]:
+    out: dict[str, object] = {"flow_config": proc.flows.config}
+    if proc.l7 is not None:
+        out.update(l7=proc.l7, l7_stats=proc.l7.stats, l7_config=proc.l7.config,
+                   http_config=proc.l7.config.http)
+    return out
+
+
+class Meta(msgspec.Struct):
+    """What a partition's state says beside its flows."""
+
+    version: int
+    offset: int
+    """The last batch offset (Kafka) or sequence number (Kinesis) the state includes; -1: none."""
+    now_ns: int
+    packets: int
+    stats: dict[str, int] = {}
+
+
+@dataclass
+class Snapshot:
+    offset: int
+    meta: bytes
+    put: dict[bytes, bytes]
+    """Flow field -> signed blob, for flows new or changed since the last snapshot."""
+    delete: list[bytes]
+    """Fields of flows written before that have ended since."""
+    _marks: dict = field(default_factory=dict, repr=False)
+
+
+def _field(key: tuple) -> bytes:
+    return msgspec.msgpack.encode(key)
+
+
+def _mark(f) -> tuple:
+    # Every packet moves a counter, and an expiry split zeroes them: any change to a flow's
+    # state changes this tuple. The object itself is part of it: a flow that ended and
+    # started again under the same key is a new object.
+    return (f, f.first_ns, f.orig_pkts, f.resp_pkts, f.closing_ns, f.idle_ns)
+
+
+class PartitionState:
+    """A Processor for one partition plus what is needed to make it durable."""
+
+    def __init__(self, name: str, config: CoreConfig, codec: Codec):
+        self.name = name
+        self.codec = codec
+        self.proc = Processor(config)
+        self.offset = -1
+        """The last offset applied (in memory; ``saved`` is the last one stored)."""
+        self.saved = -1
+        self.skipped = 0
+        self._written: dict[bytes, tuple] = {}  # field -> mark as last written
+
+    # -- processing -------------------------------------------------------------------------
+    def apply(self, offset: int, batch: PacketBatch) -> Results | None:
+        """Apply the batch at ``offset``; None when the state already includes it (a replay)."""
+        if offset <= self.offset:
+            self.skipped += 1
+            return None
+        res = self.proc.process(batch.records)
+        if batch.end_ns:
+            # A replayed capture ended: report every flow as embedded mode does at the end of
+            # the file, with the capture's last time rather than this partition's.
+            end = self.proc.finish(batch.end_ns)
+            res.flows += end.flows
+            res.http += end.http
+            res.alerts += end.alerts
+        self.offset = offset
+        return res
+
+    def tick(self, now_ns: int | None = None) -> Results:
+        return self.proc.tick(now_ns)
+
+    @property
+    def flows_held(self) -> int:
+        return len(self.proc.flows.flows)
+
+    # -- durability -------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        put: dict[bytes, bytes] = {}
+        marks: dict[bytes, tuple] = {}
+        written = self._written
+        dumps, proc = self.codec.dumps, self.proc
+        live = set()
+        for key, f in proc.flows.flows.items():
+            fld = _field(key)
+            live.add(fld)
+            m = _mark(f)
+            old = written.get(fld)
+            if old is None or old[0] is not f or old[1:] != m[1:]:
+                put[fld] = dumps(f, proc)
+                marks[fld] = m
+        delete = [fld for fld in written if fld not in live]
+        t = proc.flows
+        meta = msgspec.msgpack.encode(Meta(STATE_VERSION, self.offset, t.now_ns, proc.packets,
+                                           dict(t.stats)))
+        return Snapshot(self.offset, meta, put, delete, marks)
+
+    def saved_ok(self, snap: Snapshot) -> None:
+        """The store holds ``snap``: later snapshots need only what changes after it."""
+        for fld in snap.delete:
+            self._written.pop(fld, None)
+        self._written.update(snap._marks)
+        self.saved = snap.offset
+
+    @classmethod
+    def restore(cls, name: str, config: CoreConfig, codec: Codec, meta: bytes | None,
+                blobs: dict[bytes, bytes]) -> PartitionState:
+        st = cls(name, config, codec)
+        if meta is None:
+            return st
+        m = msgspec.msgpack.decode(meta, type=Meta)
+        if m.version != STATE_VERSION:
+            raise StateError(f"partition {name}: state version {m.version}, "
+                             f"this worker reads {STATE_VERSION}")
+        proc = st.proc
+        flows = [codec.loads(b, proc) for b in blobs.values()]
+        proc.flows.adopt(flows, m.now_ns)
+        proc.flows.stats.update(Counter(m.stats))
+        proc.packets = m.packets
+        st.offset = st.saved = m.offset
+        for fld, f in zip(blobs, flows):
+            st._written[fld] = _mark(f)
+        return st
