@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from schemas.records import FlowRecord
+from services.fixtures import redis_db, redis_server  # noqa: F401  (Redis for every test under tests/)
 from stream_app.core.flowtable import FlowConfig
 from stream_app.embedded import analyze
 

@@ -1,7 +1,9 @@
-"""A real Apache Kafka broker for tests: single-node KRaft (broker + controller in one JVM),
-from Maven Central's org.apache.kafka:kafka_2.13 jars, on free loopback ports.
+"""A real Apache Kafka broker on this machine: single-node KRaft (broker + controller in one
+JVM), from Maven Central's org.apache.kafka:kafka_2.13 jars, on free loopback ports. The test
+suite and ``mirrorscope services up`` use it.
 
-The jars live in .ci/cache/kafka-<version>/ (gitignored); .ci/setup.sh fetches them with
+The jars live in .ci/cache/kafka-<version>/ of the repository (gitignored), or in the folder
+named by ``MIRRORSCOPE_KAFKA_JARS``; .ci/setup.sh fetches them with
 ``mvn dependency:copy-dependencies`` from tests/services/kafka-pom.xml, and ``ensure_jars()``
 does the same when they are missing (a developer's machine). Java 17 runs Kafka 3.9.
 
@@ -23,22 +25,36 @@ import time
 import uuid
 from pathlib import Path
 
+__all__ = ["ROOT", "KAFKA_VERSION", "POM", "LocalKafka", "jar_dir", "jars_present", "ensure_jars",
+           "free_port", "port_open", "create_topic", "consume_all"]
+
+# The repository (the package is installed editable; elsewhere set MIRRORSCOPE_KAFKA_JARS).
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = os.environ.get("MIRRORSCOPE_TEST_KAFKA_VERSION", "3.9.1")
-POM = Path(__file__).resolve().parent / "kafka-pom.xml"
+POM = ROOT / "tests" / "services" / "kafka-pom.xml"
 
 
 def jar_dir(version: str = KAFKA_VERSION) -> Path:
+    """ROOT/.ci/cache/kafka-<version>, or ``$MIRRORSCOPE_KAFKA_JARS`` when set."""
+    env = os.environ.get("MIRRORSCOPE_KAFKA_JARS")
+    if env:
+        return Path(env).expanduser()
     return ROOT / ".ci" / "cache" / f"kafka-{version}"
+
+
+def jars_present(version: str = KAFKA_VERSION) -> bool:
+    return (jar_dir(version) / f"kafka_2.13-{version}.jar").exists()
 
 
 def ensure_jars(version: str = KAFKA_VERSION) -> Path:
     d = jar_dir(version)
-    if (d / f"kafka_2.13-{version}.jar").exists():
+    if jars_present(version):
         return d
     mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError(f"Kafka jars missing in {d} and no mvn to fetch them: run .ci/setup.sh")
+    if mvn is None or not POM.exists():
+        raise RuntimeError(f"Kafka jars missing in {d} and no mvn (or {POM}) to fetch them: "
+                           "run bash .ci/setup.sh, or set MIRRORSCOPE_KAFKA_JARS to a folder "
+                           f"holding kafka_2.13-{version}.jar and its dependencies")
     subprocess.run([mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
                     "dependency:copy-dependencies", f"-DoutputDirectory={d}"],
                    check=True, timeout=600)
@@ -51,18 +67,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
+
+
+_port_open = port_open
 
 
 class LocalKafka:
-    def __init__(self, workdir: Path, version: str = KAFKA_VERSION):
+    def __init__(self, workdir: Path, version: str = KAFKA_VERSION, port: int | None = None,
+                 controller_port: int | None = None):
         self.workdir = Path(workdir)
         self.version = version
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
         self.proc: subprocess.Popen | None = None
         self.controllable = True
         self._formatted = False
@@ -136,7 +156,7 @@ class LocalKafka:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"Kafka exited with {self.proc.returncode}; see "
                                    f"{self.workdir / 'broker.log'} and stdout.log")
-            if _port_open(self.port) and self._metadata_ok():
+            if port_open(self.port) and self._metadata_ok():
                 return
             time.sleep(0.2)
         self.stop()
@@ -170,7 +190,7 @@ class LocalKafka:
                 p.wait(10)
         self.proc = None
         deadline = time.monotonic() + 10
-        while _port_open(self.port) and time.monotonic() < deadline:
+        while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def running(self) -> bool:

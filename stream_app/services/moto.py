@@ -1,5 +1,6 @@
-"""moto's server mode (``moto_server``) on a free loopback port: AWS APIs (Kinesis, EC2 ...)
-for tests, reached by boto3 with endpoint_url. ``reset()`` clears every backend."""
+"""moto's server mode (``moto_server``) on a free loopback port: AWS APIs (S3, CloudWatch,
+Kinesis, EC2 ...) for tests and ``mirrorscope services up``, reached by boto3 with endpoint_url.
+``reset()`` clears every backend."""
 
 from __future__ import annotations
 
@@ -11,25 +12,33 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .kafka_service import free_port
+from .kafka import free_port
+
+__all__ = ["CREDENTIALS", "MotoServer", "moto_server_exe"]
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_REGION": "us-east-1"}
 
 
+def moto_server_exe() -> str | None:
+    """moto_server next to this Python (a virtualenv's bin), else on PATH."""
+    return shutil.which("moto_server", path=str(Path(sys.executable).parent)) \
+        or shutil.which("moto_server")
+
+
 class MotoServer:
-    def __init__(self, log_path: Path | None = None):
-        self.port = free_port()
+    def __init__(self, log_path: Path | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log_path = log_path
 
     def start(self, timeout: float = 30.0) -> None:
-        exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) \
-            or shutil.which("moto_server")
+        exe = moto_server_exe()
         if exe is None:
-            raise RuntimeError("moto_server not found: install the test extras (moto[server])")
+            raise RuntimeError("moto_server not found: pip install 'moto[server]' "
+                               "(or the test extras: pip install -e '.[test]')")
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -38,7 +47,8 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode}")
+                raise RuntimeError(f"moto_server exited with {self.proc.returncode}"
+                                   + (f"; see {self.log_path}" if self.log_path else ""))
             try:
                 with urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1):
                     return
@@ -61,3 +71,6 @@ class MotoServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

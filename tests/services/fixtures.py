@@ -4,12 +4,18 @@ these names into a test module or conftest, or list this module in ``pytest_plug
 Kafka, in order of preference:
 1. ``MIRRORSCOPE_TEST_KAFKA=host:port``: an existing broker (cannot be stopped by the tests);
 2. testcontainers' Kafka (KRaft) when a Docker daemon answers;
-3. the local launcher (services.kafka_service.LocalKafka: Maven Central's jars + java).
+3. the local launcher (stream_app.services.kafka.LocalKafka: Maven Central's jars + java).
 CI here has no Docker, so 3 is the path that must work.
+
+Redis (``redis_server``, ``redis_db``), in the same order: ``MIRRORSCOPE_TEST_REDIS=redis://...``,
+testcontainers' Redis when Docker answers, else stream_app.services.redis.LocalRedis (Debian's
+redis-server). tests/conftest.py imports the two Redis fixtures, so every test under tests/
+can name them without an import.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -17,8 +23,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .kafka_service import LocalKafka, create_topic
-from .moto_service import CREDENTIALS, MotoServer
+from stream_app.services.kafka import LocalKafka, create_topic
+from stream_app.services.moto import CREDENTIALS, MotoServer
+from stream_app.services.redis import LocalRedis
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class ContainerKafka:  # pragma: no cover - needs a Docker daemon
     start = stop
 
 
+@functools.lru_cache(maxsize=1)
 def docker_available() -> bool:
     try:
         import docker
@@ -137,3 +145,77 @@ def aws(moto_server, monkeypatch) -> str:
     for k, v in CREDENTIALS.items():
         monkeypatch.setenv(k, v)
     return moto_server.url
+
+
+class ExternalRedis:
+    controllable = False
+    kind = "external"
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def stop(self):  # pragma: no cover - only with an external server
+        raise RuntimeError("an external Redis (MIRRORSCOPE_TEST_REDIS) cannot be stopped")
+
+    start = kill = stop
+
+
+class ContainerRedis:  # pragma: no cover - needs a Docker daemon
+    controllable = False  # a restarted container gets a new host port
+    kind = "testcontainers"
+
+    def __init__(self, container):
+        self.container = container
+        host = container.get_container_host_ip()
+        self.port = int(container.get_exposed_port(container.port))
+        self.url = f"redis://{host}:{self.port}/0"
+
+    def stop(self):
+        raise RuntimeError("the testcontainers Redis cannot be restarted on the same port")
+
+    start = kill = stop
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator:
+    """A running Redis for the session: ``.url`` (redis://host:port/0) and ``.kind``
+    ("external", "testcontainers" or "local"). A ``.controllable`` one (the local launcher,
+    LocalRedis) also has ``stop()``, ``start()`` (same port) and ``kill()``: a test that stops
+    it must start it again before it ends."""
+    env = os.environ.get("MIRRORSCOPE_TEST_REDIS")
+    if env:
+        yield ExternalRedis(env)
+        return
+    if docker_available():  # pragma: no cover - no Docker daemon in CI here
+        try:
+            from testcontainers.community.redis import RedisContainer
+            c = RedisContainer("redis:7")
+            c.start()
+        except Exception as exc:
+            log.warning("testcontainers Redis failed (%s); using the local launcher", exc)
+        else:
+            try:
+                yield ContainerRedis(c)
+            finally:
+                c.stop()
+            return
+    r = LocalRedis(tmp_path_factory.mktemp("redis"))
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server) -> str:
+    """The session Redis, emptied (FLUSHALL) for this test; returns its URL."""
+    import redis
+    if redis_server.controllable and not redis_server.running():
+        redis_server.start()  # an earlier test stopped it and did not start it again
+    c = redis.Redis.from_url(redis_server.url, socket_timeout=10)
+    try:
+        c.flushall()
+    finally:
+        c.close()
+    return redis_server.url
