@@ -43,6 +43,10 @@ def _overrides(**kw) -> dict:
               help="Output folder of embedded mode (flows.jsonl, collect-summary.json).")
 @click.option("--pcap", "pcaps", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Replay capture file(s) into the transport instead of listening (repeatable).")
+@click.option("--end-marker/--no-end-marker", default=True, show_default=True,
+              help="After a --pcap replay, tell the workers the capture ended, so they report "
+                   "its open flows as `mirrorscope analyze` does (turn off when live "
+                   "collectors share the topic).")
 @click.option("--listen", "address", help="Address to bind [default: 0.0.0.0].")
 @click.option("--port", type=int, help="UDP port [default: 4789].")
 @click.option("--processes", type=int, help="Worker processes sharing the port (0: one per CPU).")
@@ -70,7 +74,7 @@ def _overrides(**kw) -> dict:
 @click.option("--metrics-port", type=int, help="Prometheus port [default: 9108] (0: any free).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--print-config", is_flag=True, help="Print the effective settings and exit.")
-def collect(config_path, transport, embedded, out_dir, pcaps, address, port, processes,
+def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, address, port, processes,
             source_cidrs, vnis, filter_file, payload_ports, snap_len, kafka_bootstrap,
             kafka_topic, kinesis_stream, kinesis_region, kinesis_endpoint_url, vni_map,
             discover_vnis, buffer_bytes, batch_records, linger_ms, health_port, metrics_port,
@@ -145,7 +149,7 @@ def collect(config_path, transport, embedded, out_dir, pcaps, address, port, pro
         from collectors.stats import reconcile
         from collectors.worker import replay
         try:
-            snap = replay(cfg, [str(p) for p in pcaps])
+            snap = replay(cfg, [str(p) for p in pcaps], end_marker=end_marker)
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

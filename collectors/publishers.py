@@ -52,6 +52,17 @@ class LossLog:
             self._since[reason] = 0
 
 
+def marker_keys(partitions: int, partition_for) -> dict[int, bytes]:
+    """A key per partition that routes to it (found by trying; a few per partition)."""
+    out: dict[int, bytes] = {}
+    i = 0
+    while len(out) < partitions and i < 1000 * partitions:
+        k = b"mirrorscope-end-%d" % i
+        out.setdefault(partition_for(k), k)
+        i += 1
+    return out
+
+
 class Publisher:
     """The interface the pipeline uses. ``partitions``/``partition_for`` define the layout;
     ``layout_version`` changes when it does."""
@@ -68,6 +79,7 @@ class Publisher:
         self._enc = msgspec.msgpack.Encoder()
         self.loss = LossLog(log)
         self._seq = 0
+        self._end_ns = 0
 
     def start(self) -> None:
         self.ready = True
@@ -78,7 +90,18 @@ class Publisher:
     def encode(self, key: bytes, records: list) -> bytes:
         self._seq += 1
         return self._enc.encode(PacketBatch(PACKET_BATCH_VERSION, key, records,
-                                            self.collector_id, self._seq))
+                                            self.collector_id, self._seq, self._end_ns))
+
+    def submit_end(self, end_ns: int) -> None:
+        """Send the end-of-capture marker (PacketBatch.end_ns) to every partition, after
+        everything submitted before it. Each goes under a key that routes to its partition,
+        so the layout's own routing (murmur2, shard hash ranges) needs no special case."""
+        self._end_ns = end_ns
+        try:
+            for p, key in marker_keys(self.partitions, self.partition_for).items():
+                self.submit(p, key, [], 0, block=True)
+        finally:
+            self._end_ns = 0
 
     def vni_meta(self, records: list) -> bytes | None:
         if self.enricher is None:

@@ -334,10 +334,14 @@ def worker_main(cfg_json: bytes, index: int, conn) -> None:
 # -- capture replay ---------------------------------------------------------------------------
 
 def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
-           progress=None) -> dict:
+           progress=None, end_marker: bool = True) -> dict:
     """Publish the packets of capture files through the configured transport, in this
     process, with backpressure instead of drops (a file can wait; a socket cannot). Returns
-    the final counters (``received`` counts frames read)."""
+    the final counters (``received`` counts frames read).
+
+    At the end, unless ``end_marker`` is off, every partition gets the end-of-capture marker
+    (PacketBatch.end_ns): workers then report their open flows as `mirrorscope analyze` does
+    at the end of the file, so a replay gives the same records either way."""
     from collectors.capture import open_capture
     from collectors.source import capture_batches
 
@@ -357,6 +361,7 @@ def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
     mono = time.monotonic
     next_house = 0.0
     problems: list[str] = []
+    end_ns = 0
     try:
         for reader in readers:
             if stop:
@@ -378,6 +383,10 @@ def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
                             kept.append(r)
                     recs = kept
                 st.decoded += len(recs)
+                if recs:
+                    last = max(r.ts_ns for r in recs)
+                    if last > end_ns:
+                        end_ns = last
                 now = mono()
                 c.pipeline.add(recs, now)
                 if now >= next_house:
@@ -386,6 +395,11 @@ def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
             st.received += reader.stats.frames
             problems.extend(reader.stats.problems)
             reader.close()
+        if end_marker and end_ns and not stop and c.publisher.name in ("kafka", "kinesis"):
+            # Everything first, then the marker: workers report the open flows on it.
+            c.pipeline.flush_all()
+            c.publisher.flush(cfg.shutdown_timeout_s)
+            c.publisher.submit_end(end_ns)
     finally:
         c.shutdown(cfg.shutdown_timeout_s)
     snap = c.sync_stats().snapshot()

@@ -20,7 +20,7 @@ from stream_app.core.processor import CoreConfig, Processor
 from stream_app.embedded import payload_policy
 from stream_app.flowstate import Codec, PartitionState, StateError
 from stream_app.statestore import Fenced, MemoryStore, StateLost
-from conftest import CORPUS
+from tests.conftest import CORPUS
 
 CAPTURES = ["zeek__wikipedia.pcap", "dpkt__http.pcap", "zeek__http_methods.pcap",
             "sv__http-all-headers__input.pcap"]
