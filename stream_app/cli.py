@@ -205,9 +205,11 @@ def _print_summary(res) -> None:
 # The other commands live beside what they run; importing them here registers them (their
 # modules import click only, so `mirrorscope --help` stays quick).
 from collectors.collect_cli import collect  # noqa: E402
+from stream_app.services.cli import services  # noqa: E402
 from stream_app.sink_cli import sink  # noqa: E402
 
 main.add_command(collect)
+main.add_command(services)
 main.add_command(sink)
 
 if __name__ == "__main__":

@@ -140,15 +140,27 @@ class LocalKafka:
         props = self.workdir / "server.properties"
         if not self._formatted:
             props = self._write_config()
-            cluster = "-"
-            while not cluster[0].isalnum():  # an id starting with "-" reads as an option
-                cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            subprocess.run(self._java() + ["kafka.tools.StorageTool", "format", "-t", cluster,
-                                           "-c", str(props), "--ignore-formatted"],
-                           check=True, timeout=120, capture_output=True)
+            # A data folder formatted by an earlier LocalKafka on the same workdir (`mirrorscope
+            # services up` after `down`) keeps its cluster id: formatting it again with a new
+            # one fails, so only a fresh folder is formatted.
+            if not (self.workdir / "data" / "meta.properties").exists():
+                cluster = "-"
+                while not cluster[0].isalnum():  # an id starting with "-" reads as an option
+                    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+                fmt = subprocess.run(self._java() + ["kafka.tools.StorageTool", "format", "-t",
+                                                     cluster, "-c", str(props), "--ignore-formatted"],
+                                     timeout=120, capture_output=True, text=True)
+                if fmt.returncode != 0:
+                    why = [ln for ln in (fmt.stderr + fmt.stdout).splitlines()
+                           if ln.strip() and not ln.startswith(("\tat ", "log4j:"))]
+                    raise RuntimeError(f"formatting Kafka's storage in {self.workdir / 'data'} "
+                                       f"failed: {' | '.join(why[:3]) or fmt.returncode}")
             self._formatted = True
         out = open(self.workdir / "stdout.log", "ab")
-        self.proc = subprocess.Popen(self._java() + ["kafka.Kafka", str(props)], stdout=out,
+        # Its own session, stdin closed: it survives the process that started it (the test
+        # session, or `mirrorscope services up`, which leaves it running).
+        self.proc = subprocess.Popen(self._java() + ["kafka.Kafka", str(props)],
+                                     stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         deadline = time.monotonic() + timeout
@@ -195,6 +207,10 @@ class LocalKafka:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
 
 def create_topic(bootstrap: str, name: str, partitions: int, timeout: float = 30.0) -> None:
