@@ -1,0 +1,239 @@
+"""The stream worker's runtime, between a broker adapter (the Faust app, the Kinesis consumer)
+and the core: which partitions this worker owns, their durable state, when to checkpoint.
+
+Per partition, in order:
+1. first batch after assignment: take the partition over in the store (its epoch fences the
+   previous owner out) and restore its last snapshot (lazily: partitions nobody sends to cost
+   nothing);
+2. every batch: apply it (skipped when the snapshot already includes its offset), hand the
+   results to the adapter to publish;
+3. every ``checkpoint_interval`` seconds (or ``checkpoint_batches`` batches): wait until the
+   results published so far are acknowledged by the broker, then write the snapshot, and only
+   then let the adapter commit the offset. A crash anywhere in between replays from an offset
+   at or below the snapshot's and makes the same records again, with the same ids.
+4. on revocation or shutdown: a last checkpoint, then forget the partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from schemas.records import PacketBatch
+from stream_app.core.detectors import Detectors
+from stream_app.core.processor import CoreConfig, Results
+from stream_app.flowstate import Codec, PartitionState, StateError
+from stream_app.statestore import Fenced, StateLost
+
+log = logging.getLogger("mirrorscope.worker")
+NS = 1_000_000_000
+EXPIRE_EVERY = 8  # batches between timeout sweeps, as in embedded mode
+
+
+@dataclass
+class RuntimeConfig:
+    checkpoint_interval: float = 1.0
+    """Seconds between snapshots of a partition that received data."""
+    checkpoint_batches: int = 500
+    """...or this many batches, whichever comes first."""
+    idle_advance: float = 30.0
+    """A partition that has received nothing for this many wall-clock seconds moves its
+    capture clock on by the time passed, so that idle flows end even when no later packet
+    arrives. 0: never (replays that end with the end-of-capture marker need none)."""
+
+
+@dataclass
+class Owned:
+    name: str
+    epoch: int
+    state: PartitionState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: list = field(default_factory=list)
+    """Broker handles (Faust events, Kinesis sequence numbers) applied, not yet checkpointed."""
+    batches: int = 0
+    dirty: bool = False
+    last_ckpt: float = field(default_factory=time.monotonic)
+    last_batch: float = field(default_factory=time.monotonic)
+
+
+class Runtime:
+    """Owns partitions and their state. ``flush`` awaits the publication of every result
+    handed out so far; ``ack`` lets the adapter commit the given broker handles."""
+
+    def __init__(self, store, codec: Codec, core: CoreConfig, rt: RuntimeConfig | None = None,
+                 detectors: Detectors | None = None):
+        self.store = store
+        self.codec = codec
+        self.core = CoreConfig(flows=core.flows, l7=core.l7, detect=None)
+        self.rt = rt or RuntimeConfig()
+        self.detectors = detectors
+        self.owned: dict[object, Owned] = {}
+        self.stats: Counter = Counter()
+        self.lag: dict[object, int] = {}
+
+    # -- ownership ----------------------------------------------------------------------------
+    async def _take(self, tp, name: str) -> Owned:
+        t0 = time.monotonic()
+        delay = 0.1
+        while True:
+            # Without its state a partition cannot go on: wait for the store, however long.
+            try:
+                epoch = await asyncio.to_thread(self.store.claim, name)
+                meta, blobs = await asyncio.to_thread(self.store.load, name)
+                break
+            except Exception as exc:
+                self.stats["store_errors"] += 1
+                log.warning("state store unavailable; retrying",
+                            extra={"partition": name, "error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            st = PartitionState.restore(name, self.core, self.codec, meta, blobs)
+        except StateError as exc:
+            # Refuse to guess: a state we cannot read would silently lose or double flows.
+            self.stats["state_unreadable"] += 1
+            raise RuntimeError(f"partition {name}: {exc}") from exc
+        o = self.owned[tp] = Owned(name, epoch, st)
+        self.stats["partitions_loaded"] += 1
+        self.stats["flows_restored"] += len(blobs)
+        log.info("partition taken over", extra={"partition": name, "epoch": epoch,
+                                                "watermark": st.offset, "flows": len(blobs),
+                                                "seconds": round(time.monotonic() - t0, 3)})
+        return o
+
+    def release(self, tp) -> None:
+        self.owned.pop(tp, None)
+
+    # -- batches ------------------------------------------------------------------------------
+    async def apply(self, tp, name: str, offset: int, batch: PacketBatch, handle) -> Results | None:
+        o = self.owned.get(tp)
+        if o is None:
+            o = await self._take(tp, name)
+        async with o.lock:
+            st = o.state
+            res = st.apply(offset, batch)
+            o.pending.append(handle)
+            if o.batches == 0 and not o.dirty:
+                log.debug("first batch", extra={"partition": name, "offset": offset,
+                                                "applied": res is not None})
+            o.last_batch = time.monotonic()
+            if res is None:
+                self.stats["batches_replayed_skipped"] += 1
+                return None
+            self.stats["batches"] += 1
+            self.stats["packet_records"] += len(batch.records)
+            o.dirty = True
+            o.batches += 1
+            if o.batches % EXPIRE_EVERY == 0:
+                more = st.tick()
+                res.flows += more.flows
+                res.http += more.http
+            if self.detectors is not None and (res.flows or res.http):
+                try:
+                    res.alerts = self.detectors.observe(res.flows, res.http,
+                                                        st.proc.flows.now_ns / NS)
+                except Exception as exc:  # their state store is down: the records still go
+                    self.stats["detect_errors"] += 1
+                    log.warning("detectors skipped a batch", extra={"error": repr(exc)})
+            self._count(res)
+            return res
+
+    def _count(self, res: Results) -> None:
+        self.stats["flow_records"] += len(res.flows)
+        self.stats["http_records"] += len(res.http)
+        self.stats["alerts"] += len(res.alerts)
+
+    def due(self, tp) -> bool:
+        o = self.owned.get(tp)
+        if o is None or not o.pending:
+            return False
+        return (o.batches >= self.rt.checkpoint_batches
+                or time.monotonic() - o.last_ckpt >= self.rt.checkpoint_interval)
+
+    async def checkpoint(self, tp, flush: Callable[[], Awaitable[None]],
+                         ack: Callable[[list], Awaitable[None]]) -> bool:
+        """Snapshot ``tp``; True when stored (and its handles acked)."""
+        o = self.owned.get(tp)
+        if o is None:
+            return False
+        async with o.lock:
+            if not o.pending:
+                return True
+            handles, o.pending = o.pending, []
+            st = o.state
+            snap = st.snapshot() if o.dirty or st.saved != st.offset else None
+            o.batches = 0
+            o.last_ckpt = time.monotonic()
+            try:
+                await flush()  # the results of these batches are in the broker first
+                if snap is not None:
+                    await self._save(o, snap)
+            except Fenced:
+                self.stats["fenced"] += 1
+                log.warning("partition taken over by another worker: dropping it",
+                            extra={"partition": o.name})
+                self.owned.pop(tp, None)
+                return False
+            except Exception as exc:  # Redis or broker down: keep the handles, retry later
+                self.stats["checkpoint_errors"] += 1
+                o.pending = handles + o.pending
+                log.warning("checkpoint failed; will retry",
+                            extra={"partition": o.name, "error": repr(exc)})
+                return False
+            o.dirty = False
+            await ack(handles)
+            self.stats["checkpoints"] += 1
+            log.debug("checkpoint", extra={"partition": o.name, "offset": st.saved,
+                                           "handles": len(handles)})
+            return True
+
+    async def _save(self, o: Owned, snap) -> None:
+        st = o.state
+        try:
+            await asyncio.to_thread(self.store.save, o.name, o.epoch, snap)
+            st.saved_ok(snap)
+        except StateLost:
+            # Redis came back empty: the rest of the state goes in now, not bit by bit.
+            self.stats["state_rewrites"] += 1
+            log.warning("store had lost the partition's state; writing all of it",
+                        extra={"partition": o.name})
+            st._written.clear()
+            full = st.snapshot()
+            await asyncio.to_thread(self.store.save, o.name, o.epoch, full)
+            st.saved_ok(full)
+
+    def advance_idle(self, tp) -> Results | None:
+        """Wall-clock fallback for partitions nothing arrives on (see RuntimeConfig)."""
+        o = self.owned.get(tp)
+        if o is None or not self.rt.idle_advance:
+            return None
+        idle = time.monotonic() - o.last_batch
+        if idle < self.rt.idle_advance or not o.state.flows_held:
+            return None
+        t = o.state.proc.flows
+        res = o.state.tick(t.now_ns + int(idle * NS))
+        o.last_batch = time.monotonic()
+        if res:
+            o.dirty = True
+            self._count(res)
+        return res
+
+    # -- metrics ------------------------------------------------------------------------------
+    def flows_held(self) -> int:
+        return sum(o.state.flows_held for o in self.owned.values())
+
+
+def encode_results(res: Results) -> list[tuple[str, bytes, bytes]]:
+    """(kind, key, value) per record: key = the record's deterministic id, so a replay's
+    duplicates can be dropped downstream."""
+    enc = msgspec.msgpack.encode
+    out = [("flows", f.flow_id.encode(), enc(f)) for f in res.flows]
+    out += [("http", h.http_id.encode(), enc(h)) for h in res.http]
+    out += [("alerts", a.alert_id.encode(), enc(a)) for a in res.alerts]
+    return out

@@ -1,0 +1,235 @@
+"""``mirrorscope worker``: run the stream app (Faust) on the packet topic. Settings come from
+--config (YAML, keys = option names), then MIRRORSCOPE_* environment variables, then flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+log = logging.getLogger("mirrorscope.worker")
+
+
+def _load_config(ctx: click.Context, _param, path):
+    if path:
+        import yaml
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise click.BadParameter("must be a YAML mapping", param_hint="--config")
+        ctx.default_map = {str(k).replace("-", "_"): v for k, v in data.items()}
+    return path
+
+
+class Metrics:
+    """Prometheus text for the runtime's counters: records/s, lag, flows held, Redis trips."""
+
+    def __init__(self, store, detect_state=None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+        self.store = store
+        self.detect_state = detect_state
+        self.registry = r = CollectorRegistry()
+        self.c = {name: Counter(f"mirrorscope_worker_{name}", help_, registry=r)
+                  for name, help_ in [
+                      ("packet_records", "Packet records applied to the core"),
+                      ("batches", "Packet batches applied"),
+                      ("batches_replayed_skipped", "Batches at or below a snapshot's offset"),
+                      ("batches_undecodable", "Packet batches dropped: not a PacketBatch"),
+                      ("batches_not_owned", "Batches of a partition revoked meanwhile"),
+                      ("flow_records", "Flow records published"),
+                      ("http_records", "HTTP transaction records published"),
+                      ("alerts", "Alerts published"),
+                      ("checkpoints", "Snapshots written to the state store"),
+                      ("checkpoint_errors", "Snapshots that failed (retried)"),
+                      ("fenced", "Partitions lost to another worker's takeover"),
+                      ("state_rewrites", "Full rewrites after the store lost its data"),
+                      ("partitions_loaded", "Partitions taken over"),
+                  ]}
+        self._seen: dict[str, float] = {}
+        self.rate = Gauge("mirrorscope_worker_packet_records_per_second",
+                          "Packet records applied per second (since the last scrape)", registry=r)
+        self.lag = Gauge("mirrorscope_worker_consumer_lag",
+                         "Batches not yet consumed, per partition", ["partition"], registry=r)
+        self.flows = Gauge("mirrorscope_worker_flows_held", "Open flows held in memory", registry=r)
+        self.owned = Gauge("mirrorscope_worker_partitions_owned", "Partitions owned", registry=r)
+        self.trips = Counter("mirrorscope_worker_redis_round_trips",
+                             "Round trips to Redis (state and detectors)", registry=r)
+        self._trips = 0
+        self._last = (None, 0)
+
+    def update(self, runtime) -> None:
+        import time
+        for name, c in self.c.items():
+            v = runtime.stats.get(name, 0)
+            d = v - self._seen.get(name, 0)
+            if d > 0:
+                c.inc(d)
+                self._seen[name] = v
+        trips = self.store.round_trips + (self.detect_state.round_trips if self.detect_state else 0)
+        if trips > self._trips:
+            self.trips.inc(trips - self._trips)
+            self._trips = trips
+        now, n = time.monotonic(), runtime.stats.get("packet_records", 0)
+        t0, n0 = self._last
+        if t0 is not None and now > t0:
+            self.rate.set((n - n0) / (now - t0))
+        self._last = (now, n)
+        self.flows.set(runtime.flows_held())
+        self.owned.set(len(runtime.owned))
+        for tp, lag in list(runtime.lag.items()):
+            self.lag.labels(str(tp.partition)).set(lag)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+              expose_value=False, help="YAML settings (keys = these options' names).")
+@click.option("--bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default="localhost:9092",
+              show_default=True, help="Kafka bootstrap servers.")
+@click.option("--group", envvar="MIRRORSCOPE_WORKER_GROUP", default="mirrorscope-worker",
+              show_default=True, help="Consumer group (the Faust app id); also names the state.")
+@click.option("--packet-topic", envvar="MIRRORSCOPE_KAFKA_TOPIC", default="mirrorscope.packets",
+              show_default=True, help="The collectors' topic.")
+@click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
+              show_default=True)
+@click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
+              show_default=True)
+@click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
+              show_default=True)
+@click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL", default="redis://127.0.0.1:6379/0",
+              show_default=True, help="redis:// or rediss:// (TLS); user:password@ for AUTH.")
+@click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
+              help="Redis Cluster (keys are hash-tagged by partition).")
+@click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
+              help="AUTH password (or in the URL).")
+@click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
+              type=click.Path(exists=True, dir_okay=False), help="CA bundle for rediss://.")
+@click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="File holding the key that signs flow state in Redis "
+                   "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the same key.")
+@click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL", default=1.0,
+              show_default=True, type=float, help="Seconds between state snapshots.")
+@click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
+              show_default=True, type=float,
+              help="Wall-clock seconds of silence after which a partition's idle flows end.")
+@click.option("--http/--no-http", "http", default=True, show_default=True,
+              help="Extract HTTP/1.x transactions.")
+@click.option("--keep-credentials", is_flag=True,
+              help="Keep Authorization and cookie values (redacted by default).")
+@click.option("--detect/--no-detect", "detect", default=True, show_default=True,
+              help="Run the detectors, with their state shared in Redis.")
+@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Detector thresholds (JSON/YAML; docs/detectors/).")
+@click.option("--web-port", envvar="MIRRORSCOPE_WEB_PORT", default=6066, show_default=True,
+              type=int, help="Port of /healthz, /readyz and /metrics.")
+@click.option("--web-bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True)
+@click.option("--datadir", envvar="MIRRORSCOPE_WORKER_DATADIR", default="/tmp/mirrorscope-worker",
+              show_default=True, help="Faust's scratch folder.")
+@click.option("--kafka-security", envvar="MIRRORSCOPE_KAFKA_SECURITY", default="PLAINTEXT",
+              type=click.Choice(["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]),
+              show_default=True)
+@click.option("--kafka-sasl-mechanism", envvar="MIRRORSCOPE_KAFKA_SASL_MECHANISM", default=None)
+@click.option("--kafka-sasl-username", envvar="MIRRORSCOPE_KAFKA_SASL_USERNAME", default=None)
+@click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", default=None)
+@click.option("--kafka-ca", envvar="MIRRORSCOPE_KAFKA_CA", default=None)
+@click.option("--session-timeout", envvar="MIRRORSCOPE_SESSION_TIMEOUT", default=30.0,
+              show_default=True, type=float,
+              help="Seconds after which the group gives a silent worker's partitions to the "
+                   "others (Kafka's group.min.session.timeout.ms bounds it from below).")
+@click.option("--log-level", envvar="MIRRORSCOPE_LOG_LEVEL", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts, redis_url,
+           redis_cluster, redis_password, redis_ca, state_key_file, checkpoint_interval,
+           idle_advance, http, keep_credentials, detect, detect_config, web_port, web_bind,
+           datadir, kafka_security, kafka_sasl_mechanism, kafka_sasl_username,
+           kafka_sasl_password, kafka_ca, session_timeout, log_level):
+    """Consume the packet topic with the stream core (a Faust app; one consumer group, as
+    many workers as the topic has partitions) and publish flow, HTTP and alert records.
+
+    Per-flow state lives in Redis, written with each partition's offset, so a worker may be
+    killed at any moment and its successor neither loses a flow nor counts one twice."""
+    from collectors.logs import setup as setup_logs
+    from stream_app.core.detectors import Detectors
+    from stream_app.core.http import HttpConfig
+    from stream_app.core.l7 import L7Config
+    from stream_app.core.processor import CoreConfig
+    from stream_app.faust_app import WorkerSettings, build_app
+    from stream_app.flowstate import Codec
+    from stream_app.statestore import RedisConfig, RedisStore, connect
+    from stream_app.worker import Runtime, RuntimeConfig
+
+    setup_logs(log_level, component="worker")
+    for name in ("aiokafka", "faust", "mode"):
+        logging.getLogger(name).setLevel(logging.WARNING if log_level != "debug" else logging.DEBUG)
+    key = _state_key(state_key_file)
+    rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
+                       ssl_ca_certs=redis_ca)
+    client = connect(rcfg)
+    store = RedisStore(client)
+    detectors = dstate = None
+    if detect:
+        from stream_app.cli import _detect_config
+        from stream_app.detectstate import RedisDetectorState
+        from pathlib import Path
+        dcfg = _detect_config(Path(detect_config) if detect_config else None)
+        dstate = RedisDetectorState(client, prefix=f"md:{group}")
+        detectors = Detectors(dcfg, state=dstate)
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None),
+                      RuntimeConfig(checkpoint_interval=checkpoint_interval,
+                                    idle_advance=idle_advance), detectors=detectors)
+    s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
+                       topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
+                       web_port=web_port, web_bind=web_bind, datadir=datadir,
+                       security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
+                       sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
+                       ssl_cafile=kafka_ca, session_timeout=session_timeout)
+    app = build_app(s, runtime, Metrics(store, dstate))
+    log.info("worker starting", extra={"group": group, "topic": packet_topic,
+                                       "redis": _redact(redis_url), "web_port": web_port})
+    import faust
+    # Faust configures logging itself when it starts: give it ours (JSON lines on stderr).
+    logging_config = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "collectors.logs.JsonFormatter",
+                                "static": {"component": "worker"}}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": log_level.upper(), "handlers": ["stderr"]},
+        "loggers": {n: {"level": "DEBUG" if log_level == "debug" else "WARNING"}
+                    for n in ("aiokafka", "faust", "mode", "kafka")},
+    }
+    w = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
+                     logging_config=logging_config)
+    w.execute_from_commandline()
+
+
+def _state_key(path) -> bytes:
+    if path:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    else:
+        key = os.environ.get("MIRRORSCOPE_STATE_KEY", "").encode()
+    if not key:
+        click.echo("warning: no MIRRORSCOPE_STATE_KEY: flow state in Redis is signed with a "
+                   "well-known development key; set one in production", err=True)
+        key = b"mirrorscope-development-key"
+    return key
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    if u.password:
+        return url.replace(u.password, "***")
+    return url
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(worker())
