@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from schemas.records import PacketBatch
-from stream_app.worker import Runtime, encode_results
+from stream_app.worker import GAP, PublishFailed, Runtime, encode_results
 
 log = logging.getLogger("mirrorscope.worker")
 
@@ -60,6 +62,63 @@ def _credentials(s: WorkerSettings):
     return faust.SSLCredentials(ssl_context)
 
 
+class ResultPublisher:
+    """Result records, one Kafka message each (key = the record's id, partition by a CRC of the
+    key, so a replay's duplicates land beside the originals), gathered in one producer batch
+    per partition until it is full or the next checkpoint: Faust's per-message send costs
+    more than the core's work on the packets."""
+
+    def __init__(self, app, topics: dict[str, str]):
+        self.app = app
+        self.topics = topics
+        self._parts: dict[str, int] = {}
+        self._futs: list = []
+        self._open: dict[tuple[str, int], object] = {}
+
+    async def _partitions(self, producer, topic: str) -> int:
+        n = self._parts.get(topic)
+        if n is None:
+            n = self._parts[topic] = len(await producer.partitions_for(topic))
+        return n
+
+    async def publish(self, res) -> None:
+        """Add the records to the open batch of their partition; a full batch is sent."""
+        producer = self.app.producer._ensure_producer()
+        open_ = self._open
+        for kind, key, value in encode_results(res):
+            topic = self.topics[kind]
+            # The ids are hashes already: a CRC of one spreads them as evenly as murmur2,
+            # at a fraction of a pure-Python murmur2's cost.
+            tp = (topic, zlib.crc32(key) % await self._partitions(producer, topic))
+            batch = open_.get(tp)
+            if batch is None:
+                batch = open_[tp] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                self._send(producer, batch, *tp)
+                batch = open_[tp] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+
+    def _send(self, producer, batch, topic: str, p: int) -> None:
+        # send_batch waits while the partition has a batch in flight: let it wait in a task,
+        # so that the packets go on being processed meanwhile.
+        async def send():
+            return await (await producer.send_batch(batch, topic, partition=p))
+        self._futs.append(asyncio.ensure_future(send()))
+
+    async def flush(self) -> None:
+        """Send the open batches and wait until every batch sent so far is acknowledged
+        (acks=all); raises if one failed. Called before each checkpoint, and at least every
+        second: results wait at most that long."""
+        if self._open:
+            producer = self.app.producer._ensure_producer()
+            open_, self._open = self._open, {}
+            for (topic, p), batch in open_.items():
+                self._send(producer, batch, topic, p)
+        futs, self._futs = self._futs, []
+        if futs:
+            await asyncio.gather(*futs)
+
+
 def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
     import faust
 
@@ -81,28 +140,26 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         broker_rebalance_timeout=max(10.0, s.session_timeout * 2),
         producer_acks=-1,
         producer_compression_type="lz4",
+        producer_max_batch_size=1 << 20,
+        consumer_max_fetch_size=8 << 20,  # a collector's batch message is up to ~1 MB
         web_port=s.web_port,
         web_bind=s.web_bind,
         web_transport="tcp://",
     )
     packets = app.topic(s.packet_topic, key_type=bytes, value_type=bytes)
-    outs = {k: app.topic(t, key_type=bytes, value_type=bytes) for k, t in s.topics.items()}
     decode = msgspec.msgpack.Decoder(PacketBatch).decode
     stats = runtime.stats
     consumer_ready = asyncio.Event()
 
-    async def flush() -> None:
-        await app.producer.flush()
+    publisher = ResultPublisher(app, s.topics)
+    flush = publisher.flush
+    publish = publisher.publish
 
     def acker(stream):
         async def ack(events: list) -> None:
             for ev in events:
                 await stream.ack(ev)
         return ack
-
-    async def publish(res) -> None:
-        for kind, key, value in encode_results(res):
-            await outs[kind].send(key=key, value=value)
 
     streams: list = []
 
@@ -111,7 +168,10 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         s_noack = stream.noack()
         streams.append(s_noack)
         ack = acker(s_noack)
+        t_end = None
         async for event in s_noack.events():
+            if t_end is not None:
+                stats["idle_us"] += (time.perf_counter_ns() - t_end) // 1000
             msg = event.message
             tp = msg.tp
             if tp not in app.consumer.assignment():
@@ -128,11 +188,37 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
                 await s_noack.ack(event)
                 continue
             name = f"{s.group}:{tp.topic}:{tp.partition}"
+            t0 = time.perf_counter_ns()
             res = await runtime.apply(tp, name, msg.offset, batch, event)
+            if res is GAP:
+                await app.consumer.seek(tp, runtime.expected(tp))
+                continue
+            t1 = time.perf_counter_ns()
             if res:
                 await publish(res)
+            t2 = time.perf_counter_ns()
             if runtime.due(tp):
-                await runtime.checkpoint(tp, flush, ack)
+                background_checkpoint(tp, ack)
+            t3 = time.perf_counter_ns()
+            stats["apply_us"] += (t1 - t0) // 1000
+            stats["publish_us"] += (t2 - t1) // 1000
+            stats["checkpoint_us"] += (t3 - t2) // 1000
+            t_end = time.perf_counter_ns()
+
+    running: dict = {}
+
+    def background_checkpoint(tp, ack) -> None:
+        t = running.get(tp)
+        if t is None or t.done():
+            running[tp] = asyncio.ensure_future(checkpoint(tp, ack))
+
+    async def checkpoint(tp, ack) -> None:
+        try:
+            await runtime.checkpoint(tp, flush, ack)
+        except PublishFailed as exc:
+            log.critical("results could not be delivered; exiting so that a restart makes "
+                         "them again from the last snapshot", extra={"error": str(exc)})
+            os._exit(75)  # EX_TEMPFAIL; Kubernetes restarts the pod
 
     @app.timer(s.timer_interval)
     async def housekeeping():
@@ -144,7 +230,7 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
             if res:
                 await publish(res)
             if runtime.due(tp):
-                await runtime.checkpoint(tp, flush, ack)
+                background_checkpoint(tp, ack)
         consumer = app.consumer
         for tp in consumer.assignment():
             try:
@@ -163,7 +249,7 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         for tp in revoked:
             if tp in runtime.owned:
                 if ack is not None:
-                    await runtime.checkpoint(tp, flush, ack)
+                    await checkpoint(tp, ack)
                 runtime.release(tp)
             runtime.lag.pop(tp, None)
         if streams:
@@ -174,6 +260,7 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kw):
+        runtime.assigned(assigned)
         consumer_ready.set()
         log.info("partitions assigned",
                  extra={"partitions": sorted(tp.partition for tp in assigned
@@ -207,7 +294,7 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         if ack is None:
             return
         for tp in list(runtime.owned):
-            await runtime.checkpoint(tp, flush, ack)
+            await checkpoint(tp, ack)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kw):

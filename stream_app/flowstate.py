@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import io
 import pickle
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -39,6 +40,17 @@ class StateError(Exception):
     """A stored state that cannot be used (bad tag, other version)."""
 
 
+_loading = threading.local()
+
+
+def _shared_ref(name: str):
+    """Unpickling a reference to a table-wide object: the restoring table's own."""
+    try:
+        return _loading.shared[name]
+    except (AttributeError, KeyError):
+        raise StateError(f"flow state refers to {name!r}, which this worker lacks") from None
+
+
 class Codec:
     """Pickles flows with references to their table's shared objects, and signs them."""
 
@@ -50,30 +62,50 @@ class Codec:
     def _tag(self, data: bytes) -> bytes:
         return hashlib.blake2b(data, key=self.key[:64], digest_size=TAG_LEN).digest()
 
-    def dumps(self, obj, proc: Processor) -> bytes:
+    def pickler(self, proc: Processor):
+        """A function pickling one object of ``proc``'s table at a time. The shared objects'
+        types go in the pickler's dispatch table, which C consults by type, so the objects
+        of a flow cost no Python call each."""
         shared = _shared(proc)
-        ids = {id(o): name for name, o in shared.items()}
+        names = {id(o): n for n, o in shared.items()}
+
+        def reduce(o):
+            n = names.get(id(o))
+            if n is None:  # another instance of a shared object's type: pickled as usual
+                return o.__reduce_ex__(5)
+            return _shared_ref, (n,)
+        table = {type(o): reduce for o in shared.values()}
         buf = io.BytesIO()
-        p = pickle.Pickler(buf, protocol=5)
-        p.persistent_id = lambda o: ids.get(id(o))
-        p.dump(obj)
-        data = buf.getvalue()
-        return self._tag(data) + data
+        tag = self._tag
+
+        def dumps(obj) -> bytes:
+            buf.seek(0)
+            buf.truncate()
+            p = pickle.Pickler(buf, protocol=5)
+            p.dispatch_table = table
+            p.dump(obj)
+            data = buf.getvalue()
+            return tag(data) + data
+        return dumps
+
+    def dumps(self, obj, proc: Processor) -> bytes:
+        return self.pickler(proc)(obj)
 
     def loads(self, blob: bytes, proc: Processor):
-        tag, data = blob[:TAG_LEN], blob[TAG_LEN:]
-        if not hmac.compare_digest(tag, self._tag(data)):
-            raise StateError("flow state failed its integrity check (another state key?)")
-        shared = _shared(proc)
-        u = pickle.Unpickler(io.BytesIO(data))
+        return self.loads_many([blob], proc)[0]
 
-        def load(pid):
-            try:
-                return shared[pid]
-            except KeyError:
-                raise StateError(f"flow state refers to {pid!r}, which this worker lacks") from None
-        u.persistent_load = load
-        return u.load()
+    def loads_many(self, blobs, proc: Processor) -> list:
+        out = []
+        _loading.shared = _shared(proc)
+        try:
+            for blob in blobs:
+                tag, data = blob[:TAG_LEN], blob[TAG_LEN:]
+                if not hmac.compare_digest(tag, self._tag(data)):
+                    raise StateError("flow state failed its integrity check (another state key?)")
+                out.append(pickle.loads(data))
+        finally:
+            _loading.shared = None
+        return out
 
 
 def _shared(proc: Processor) -> dict[str, object]:
@@ -159,7 +191,8 @@ class PartitionState:
         put: dict[bytes, bytes] = {}
         marks: dict[bytes, tuple] = {}
         written = self._written
-        dumps, proc = self.codec.dumps, self.proc
+        proc = self.proc
+        dumps = self.codec.pickler(proc)
         live = set()
         for key, f in proc.flows.flows.items():
             fld = _field(key)
@@ -167,7 +200,7 @@ class PartitionState:
             m = _mark(f)
             old = written.get(fld)
             if old is None or old[0] is not f or old[1:] != m[1:]:
-                put[fld] = dumps(f, proc)
+                put[fld] = dumps(f)
                 marks[fld] = m
         delete = [fld for fld in written if fld not in live]
         t = proc.flows
@@ -193,7 +226,7 @@ class PartitionState:
             raise StateError(f"partition {name}: state version {m.version}, "
                              f"this worker reads {STATE_VERSION}")
         proc = st.proc
-        flows = [codec.loads(b, proc) for b in blobs.values()]
+        flows = codec.loads_many(blobs.values(), proc)
         proc.flows.adopt(flows, m.now_ns)
         proc.flows.stats.update(Counter(m.stats))
         proc.packets = m.packets

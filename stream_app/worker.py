@@ -34,6 +34,14 @@ from stream_app.statestore import Fenced, StateLost
 log = logging.getLogger("mirrorscope.worker")
 NS = 1_000_000_000
 EXPIRE_EVERY = 8  # batches between timeout sweeps, as in embedded mode
+GAP_WAIT = 10.0
+GAP = object()
+"""What ``Runtime.apply`` returns for a batch that must be fetched again from ``expected()``."""
+
+
+class PublishFailed(Exception):
+    """The broker did not take results already made; the worker must restart to make them
+    again from its last snapshot."""
 
 
 @dataclass
@@ -60,6 +68,9 @@ class Owned:
     dirty: bool = False
     last_ckpt: float = field(default_factory=time.monotonic)
     last_batch: float = field(default_factory=time.monotonic)
+    gap_since: float | None = None
+    saving: asyncio.Future | None = None
+    """Set while a checkpoint is flushing and writing."""
 
 
 class Runtime:
@@ -76,6 +87,8 @@ class Runtime:
         self.owned: dict[object, Owned] = {}
         self.stats: Counter = Counter()
         self.lag: dict[object, int] = {}
+        self.fenced: set = set()
+        """Partitions another worker took over; not taken back until assigned again."""
 
     # -- ownership ----------------------------------------------------------------------------
     async def _take(self, tp, name: str) -> Owned:
@@ -107,22 +120,36 @@ class Runtime:
                                                 "seconds": round(time.monotonic() - t0, 3)})
         return o
 
+    def expected(self, tp) -> int:
+        """The next offset ``tp``'s state needs."""
+        return self.owned[tp].state.offset + 1
+
     def release(self, tp) -> None:
         self.owned.pop(tp, None)
+
+    def assigned(self, tps) -> None:
+        """A rebalance gave us these partitions: a fenced one may be taken again."""
+        self.fenced -= set(tps)
 
     # -- batches ------------------------------------------------------------------------------
     async def apply(self, tp, name: str, offset: int, batch: PacketBatch, handle) -> Results | None:
         o = self.owned.get(tp)
         if o is None:
+            if tp in self.fenced:
+                self.stats["batches_not_owned"] += 1
+                return None
             o = await self._take(tp, name)
         async with o.lock:
             st = o.state
+            if st.offset >= 0 and offset > st.offset + 1 and not self._gap_ok(o, offset):
+                return GAP
             res = st.apply(offset, batch)
             o.pending.append(handle)
             if o.batches == 0 and not o.dirty:
                 log.debug("first batch", extra={"partition": name, "offset": offset,
                                                 "applied": res is not None})
             o.last_batch = time.monotonic()
+            o.gap_since = None
             if res is None:
                 self.stats["batches_replayed_skipped"] += 1
                 return None
@@ -144,6 +171,29 @@ class Runtime:
             self._count(res)
             return res
 
+    def _gap_ok(self, o: Owned, offset: int) -> bool:
+        """A batch after a gap in offsets. Our packet topics have none (an idempotent producer
+        without transactions, no compaction), so this is a batch fetched before a rebalance
+        that outlived it: applying it would skip the batches in between. The adapter seeks
+        back and this batch is dropped. Only a gap that lasts GAP_WAIT seconds after the seek
+        is real (retention deleted what this partition's state still needed): counted as loss,
+        then accepted."""
+        now = time.monotonic()
+        if o.gap_since is None:
+            o.gap_since = now
+            self.stats["offset_gaps"] += 1
+            log.info("batch after a gap in offsets: seeking back",
+                     extra={"partition": o.name, "expected": o.state.offset + 1, "got": offset})
+            return False
+        if now - o.gap_since < GAP_WAIT:
+            self.stats["batches_dropped_out_of_order"] += 1
+            return False
+        self.stats["offsets_lost"] += offset - o.state.offset - 1
+        log.error("offsets missing from the packet topic (retention?): their packets are lost",
+                  extra={"partition": o.name, "from": o.state.offset + 1, "to": offset - 1})
+        o.gap_since = None
+        return True
+
     def _count(self, res: Results) -> None:
         self.stats["flow_records"] += len(res.flows)
         self.stats["http_records"] += len(res.http)
@@ -158,40 +208,63 @@ class Runtime:
 
     async def checkpoint(self, tp, flush: Callable[[], Awaitable[None]],
                          ack: Callable[[list], Awaitable[None]]) -> bool:
-        """Snapshot ``tp``; True when stored (and its handles acked)."""
+        """Snapshot ``tp``; True when stored (and its handles acked).
+
+        Only taking the snapshot holds the partition: batches go on being applied while the
+        results are flushed and the snapshot written. One checkpoint per partition at a time:
+        a call while one is under way waits for it, then takes its own."""
         o = self.owned.get(tp)
         if o is None:
             return False
+        while o.saving is not None:
+            await asyncio.shield(o.saving)
         async with o.lock:
             if not o.pending:
                 return True
             handles, o.pending = o.pending, []
             st = o.state
             snap = st.snapshot() if o.dirty or st.saved != st.offset else None
+            o.dirty = False
             o.batches = 0
             o.last_ckpt = time.monotonic()
-            try:
-                await flush()  # the results of these batches are in the broker first
-                if snap is not None:
-                    await self._save(o, snap)
-            except Fenced:
-                self.stats["fenced"] += 1
-                log.warning("partition taken over by another worker: dropping it",
-                            extra={"partition": o.name})
-                self.owned.pop(tp, None)
-                return False
-            except Exception as exc:  # Redis or broker down: keep the handles, retry later
-                self.stats["checkpoint_errors"] += 1
-                o.pending = handles + o.pending
-                log.warning("checkpoint failed; will retry",
-                            extra={"partition": o.name, "error": repr(exc)})
-                return False
-            o.dirty = False
-            await ack(handles)
-            self.stats["checkpoints"] += 1
-            log.debug("checkpoint", extra={"partition": o.name, "offset": st.saved,
-                                           "handles": len(handles)})
-            return True
+            o.saving = asyncio.get_running_loop().create_future()
+        try:
+            return await self._store_snapshot(tp, o, snap, handles, flush, ack)
+        finally:
+            o.saving.set_result(None)
+            o.saving = None
+
+    async def _store_snapshot(self, tp, o: Owned, snap, handles, flush, ack) -> bool:
+        try:
+            await flush()  # the results of these batches are in the broker first
+        except Exception as exc:
+            # Results the broker refused cannot be made again from this state: only a
+            # restart from the last snapshot replays them.
+            self.stats["publish_failed"] += 1
+            o.pending = handles + o.pending
+            raise PublishFailed(f"partition {o.name}: results not delivered: {exc!r}") from exc
+        try:
+            if snap is not None:
+                await self._save(o, snap)
+        except Fenced:
+            self.stats["fenced"] += 1
+            log.warning("partition taken over by another worker: dropping it",
+                        extra={"partition": o.name})
+            self.fenced.add(tp)
+            self.owned.pop(tp, None)
+            return False
+        except Exception as exc:  # Redis down: keep the handles, retry later
+            self.stats["checkpoint_errors"] += 1
+            o.pending = handles + o.pending
+            o.dirty = True
+            log.warning("checkpoint failed; will retry",
+                        extra={"partition": o.name, "error": repr(exc)})
+            return False
+        await ack(handles)
+        self.stats["checkpoints"] += 1
+        log.debug("checkpoint", extra={"partition": o.name, "offset": o.state.saved,
+                                       "handles": len(handles)})
+        return True
 
     async def _save(self, o: Owned, snap) -> None:
         st = o.state
@@ -203,8 +276,9 @@ class Runtime:
             self.stats["state_rewrites"] += 1
             log.warning("store had lost the partition's state; writing all of it",
                         extra={"partition": o.name})
-            st._written.clear()
-            full = st.snapshot()
+            async with o.lock:
+                st._written.clear()
+                full = st.snapshot()
             await asyncio.to_thread(self.store.save, o.name, o.epoch, full)
             st.saved_ok(full)
 

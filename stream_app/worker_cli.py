@@ -91,9 +91,10 @@ class Metrics:
               expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default="localhost:9092",
               show_default=True, help="Kafka bootstrap servers.")
-@click.option("--group", envvar="MIRRORSCOPE_WORKER_GROUP", default="mirrorscope-worker",
+@click.option("--group", envvar="MIRRORSCOPE_KAFKA_GROUP", default="mirrorscope-worker",
               show_default=True, help="Consumer group (the Faust app id); also names the state.")
-@click.option("--packet-topic", envvar="MIRRORSCOPE_KAFKA_TOPIC", default="mirrorscope.packets",
+@click.option("--packet-topic", envvar=["MIRRORSCOPE_TOPIC_PACKETS", "MIRRORSCOPE_KAFKA_TOPIC"],
+              default="mirrorscope.packets",
               show_default=True, help="The collectors' topic.")
 @click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
               show_default=True)
@@ -126,10 +127,12 @@ class Metrics:
               help="Run the detectors, with their state shared in Redis.")
 @click.option("--detect-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Detector thresholds (JSON/YAML; docs/detectors/).")
-@click.option("--web-port", envvar="MIRRORSCOPE_WEB_PORT", default=6066, show_default=True,
-              type=int, help="Port of /healthz, /readyz and /metrics.")
+@click.option("--web-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,
+              type=int, help="Port of /healthz, /readyz (and /metrics).")
+@click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", default=None, type=int,
+              help="Also serve Prometheus /metrics on this port (the chart's metrics port).")
 @click.option("--web-bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True)
-@click.option("--datadir", envvar="MIRRORSCOPE_WORKER_DATADIR", default="/tmp/mirrorscope-worker",
+@click.option("--datadir", envvar="MIRRORSCOPE_DATA_DIR", default="/tmp/mirrorscope-worker",
               show_default=True, help="Faust's scratch folder.")
 @click.option("--kafka-security", envvar="MIRRORSCOPE_KAFKA_SECURITY", default="PLAINTEXT",
               type=click.Choice(["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]),
@@ -146,7 +149,8 @@ class Metrics:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts, redis_url,
            redis_cluster, redis_password, redis_ca, state_key_file, checkpoint_interval,
-           idle_advance, http, keep_credentials, detect, detect_config, web_port, web_bind,
+           idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
+           web_bind,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_sasl_username,
            kafka_sasl_password, kafka_ca, session_timeout, log_level):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
@@ -190,7 +194,11 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
                        security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
                        sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
                        ssl_cafile=kafka_ca, session_timeout=session_timeout)
-    app = build_app(s, runtime, Metrics(store, dstate))
+    metrics = Metrics(store, dstate)
+    if metrics_port is not None and metrics_port != web_port:
+        from prometheus_client import start_http_server
+        start_http_server(metrics_port, addr=web_bind, registry=metrics.registry)
+    app = build_app(s, runtime, metrics)
     log.info("worker starting", extra={"group": group, "topic": packet_topic,
                                        "redis": _redact(redis_url), "web_port": web_port})
     import faust

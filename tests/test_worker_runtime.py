@@ -1,0 +1,113 @@
+"""The worker runtime (stream_app/worker.py) without a broker: ordering of offsets, when
+offsets may be committed, and what happens when the store or the broker fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import stream_app.worker as worker_mod
+from schemas.records import PacketBatch
+from stream_app.core.processor import CoreConfig
+from stream_app.flowstate import Codec
+from stream_app.statestore import MemoryStore
+from stream_app.worker import GAP, PublishFailed, Runtime, RuntimeConfig
+from tests.test_flowstate import records_of
+
+RECS = records_of("dpkt__http.pcap")
+
+
+def batch(i: int) -> PacketBatch:
+    return PacketBatch(1, b"", RECS[i:i + 1])
+
+
+class FailingStore(MemoryStore):
+    down = False
+
+    def save(self, *a):
+        if self.down:
+            raise ConnectionError("store down")
+        return super().save(*a)
+
+
+def runtime(store=None) -> Runtime:
+    return Runtime(store or MemoryStore(), Codec(b"k"), CoreConfig(detect=None),
+                   RuntimeConfig(checkpoint_interval=0))
+
+
+def test_a_batch_after_a_gap_is_refetched_not_applied(monkeypatch):
+    async def go():
+        rt = runtime()
+        for i in range(3):
+            assert await rt.apply("tp", "g:t:0", i, batch(i), i) is not None
+        # Offset 6 arrives where 3 is due (fetched before a rebalance): seek back to 3.
+        assert await rt.apply("tp", "g:t:0", 6, batch(6), 6) is GAP
+        assert rt.expected("tp") == 3
+        assert await rt.apply("tp", "g:t:0", 7, batch(7), 7) is GAP  # more of the stale ones
+        assert await rt.apply("tp", "g:t:0", 3, batch(3), 3) is not None
+        assert rt.owned["tp"].state.proc.packets == 4
+        # A gap that is still there GAP_WAIT after the seek is real: counted, then accepted.
+        monkeypatch.setattr(worker_mod, "GAP_WAIT", 0.0)
+        assert await rt.apply("tp", "g:t:0", 9, batch(9), 9) is GAP
+        assert await rt.apply("tp", "g:t:0", 9, batch(9), 9) is not None
+        assert rt.stats["offsets_lost"] == 5
+    asyncio.run(go())
+
+
+def test_offsets_are_acked_only_once_the_snapshot_is_stored():
+    async def go():
+        store = FailingStore()
+        rt = runtime(store)
+        acked, flushed = [], []
+
+        async def flush():
+            flushed.append(True)
+
+        async def ack(handles):
+            acked.extend(handles)
+        for i in range(3):
+            await rt.apply("tp", "g:t:0", i, batch(i), f"h{i}")
+        store.down = True
+        assert await rt.checkpoint("tp", flush, ack) is False
+        assert acked == [] and rt.stats["checkpoint_errors"] == 1
+        await rt.apply("tp", "g:t:0", 3, batch(3), "h3")
+        store.down = False
+        assert await rt.checkpoint("tp", flush, ack) is True
+        assert acked == ["h0", "h1", "h2", "h3"]
+        meta, blobs = store.load("g:t:0")
+        assert blobs and b"offset" in meta
+    asyncio.run(go())
+
+
+def test_results_the_broker_refused_stop_the_worker():
+    async def go():
+        rt = runtime()
+        await rt.apply("tp", "g:t:0", 0, batch(0), "h0")
+
+        async def flush():
+            raise RuntimeError("broker said no")
+
+        async def ack(handles):
+            raise AssertionError("must not ack")
+        with pytest.raises(PublishFailed):
+            await rt.checkpoint("tp", flush, ack)
+        assert rt.owned["tp"].pending == ["h0"]
+    asyncio.run(go())
+
+
+def test_a_fenced_partition_is_not_taken_back_until_assigned_again():
+    async def go():
+        store = MemoryStore()
+        rt = runtime(store)
+        await rt.apply("tp", "g:t:0", 0, batch(0), "h0")
+        store.claim("g:t:0")  # another worker took it over
+
+        async def noop(*_):
+            return None
+        assert await rt.checkpoint("tp", noop, noop) is False
+        assert rt.stats["fenced"] == 1 and "tp" not in rt.owned
+        assert await rt.apply("tp", "g:t:0", 1, batch(1), "h1") is None
+        rt.assigned(["tp"])
+        assert await rt.apply("tp", "g:t:0", 1, batch(1), "h1") is not None
+    asyncio.run(go())
