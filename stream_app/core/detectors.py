@@ -345,10 +345,13 @@ class Detectors:
         for (host, b), (nbytes, last) in volume.items():
             self._volume_host(c.volume_spike, host, b, nbytes, last)
         if c.http_attack is not None:
+            tx: dict = {}
             for h in http:
                 if h.ts > self.now:
                     self.now = h.ts
-                self._http(h)
+                self._http(h, tx)
+            for (src, ws), (count, exp, errors) in tx.items():
+                self._http_errors(src, ws, count, exp, errors)
         if now is not None and now > self.now:
             self.now = now
         self.state.expire(self.now)  # every key carries its own expiry (incl. lateness)
@@ -545,7 +548,7 @@ class Detectors:
                        f"{f.srcaddr} connects to {target} every {mean:.1f} s "
                        f"(jitter {std:.2f} s, {len(ts)} connections)")
 
-    def _http(self, h: HttpTransaction) -> None:
+    def _http(self, h: HttpTransaction, tx: dict) -> None:
         c = self.config.http_attack
         src = h.srcaddr
         ws = _wstart(h.ts, c.window)
@@ -571,16 +574,33 @@ class Detectors:
                            f"({', '.join(sorted(counts))}) within {c.window:g} s")
         code = h.status_code
         if code is not None:
-            n = st.incr(("ha-tx", src, ws), 1, exp)
+            # Answered requests per source and window are counted once per batch (one state
+            # operation per source, not per request: this runs for every HTTP transaction).
+            e = tx.get((src, ws))
+            if e is None:
+                e = tx[(src, ws)] = [0, exp, []]
+            e[0] += 1
             if 400 <= code < 500:
-                e = st.add_distinct(("ha-4xx", src, ws), h.uri, exp)
-                if e >= c.min_4xx and e >= c.min_4xx_share * n and \
-                        st.once(("ha-4xx-fired", src, ws), exp, h.ts):
-                    target = f"{h.dstaddr}:{h.dstport}"
-                    self._emit("http_attack", c.severity, src, [target], h, h.ts, ws,
-                               ws + c.window, {"requests": n, "client_error_uris": e},
-                               f"{src} got 4xx answers for {e} different URIs in {n} HTTP "
-                               f"requests to {target} within {c.window:g} s (probing for paths?)")
+                e[2].append(h)
+
+    def _http_errors(self, src: str, ws: float, count: int, exp: float, errors: list) -> None:
+        c = self.config.http_attack
+        st = self.state
+        n = st.incr(("ha-tx", src, ws), count, exp)
+        for h in errors:
+            memo = ("ha-4xx", src, ws, h.uri)
+            if memo in self._seen:
+                continue
+            self._seen.add(memo)
+            e = st.add_distinct(("ha-4xx", src, ws), h.uri, exp)
+            if e >= c.min_4xx and e >= c.min_4xx_share * n and \
+                    st.once(("ha-4xx-fired", src, ws), exp, h.ts):
+                target = f"{h.dstaddr}:{h.dstport}"
+                self._emit("http_attack", c.severity, src, [target], h, h.ts, ws,
+                           ws + c.window, {"requests": n, "client_error_uris": e},
+                           f"{src} got 4xx answers for {e} different URIs in {n} HTTP "
+                           f"requests to {target} within {c.window:g} s (probing for paths?)")
+                return
 
 
 # -- HTTP signatures --------------------------------------------------------------------------
