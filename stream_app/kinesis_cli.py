@@ -1,0 +1,274 @@
+"""``mirrorscope kinesis-worker``: the stream app on a Kinesis stream (stream_app/
+kinesis_consumer.py), for deployments whose collectors publish to Kinesis. Settings come from
+MIRRORSCOPE_* environment variables, then flags."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("mirrorscope.kinesis")
+
+
+class KinesisMetrics:
+    """Prometheus text made at each scrape from the counters of the consumer and the Runtime
+    (no second copy of them to keep in step)."""
+
+    def __init__(self, consumer, store, detect_state=None):
+        from prometheus_client import CollectorRegistry
+        self.consumer = consumer
+        self.store = store
+        self.detect_state = detect_state
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        c = self.consumer
+        for prefix, stats in (("mirrorscope_worker_", c.runtime.stats),
+                              ("mirrorscope_kinesis_", c.stats)):
+            for name, v in sorted(stats.items()):
+                yield CounterMetricFamily(prefix + name, name.replace("_", " "), value=v)
+        trips = self.store.round_trips + c.leases.round_trips + (
+            self.detect_state.round_trips if self.detect_state is not None else 0)
+        yield CounterMetricFamily("mirrorscope_worker_redis_round_trips",
+                                  "Round trips to Redis (state, leases, detectors)", value=trips)
+        yield GaugeMetricFamily("mirrorscope_worker_flows_held", "Open flows held in memory",
+                                value=c.runtime.flows_held())
+        yield GaugeMetricFamily("mirrorscope_kinesis_shards_owned", "Shard leases held",
+                                value=len(c.owned))
+        yield GaugeMetricFamily("mirrorscope_kinesis_live_workers",
+                                "Workers with a live heartbeat", value=len(c.live))
+        g = GaugeMetricFamily("mirrorscope_kinesis_millis_behind_latest",
+                              "GetRecords' MillisBehindLatest per shard", labels=["shard"])
+        for sid, h in list(c.owned.items()):
+            if h.behind_ms is not None:
+                g.add_metric([sid], h.behind_ms)
+        yield g
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+
+async def _serve(consumer, metrics, bind: str, health_port: int | None,
+                 metrics_port: int | None):
+    """/healthz, /readyz (and /metrics) on the health port; /metrics alone on the metrics
+    port when it is another one. Returns the aiohttp runners (cleaned up by the caller)."""
+    from aiohttp import web
+
+    async def healthz(request):
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request):
+        body = consumer.status()
+        return web.json_response(body, status=200 if body["ready"] else 503)
+
+    async def prom(request):
+        return web.Response(body=metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    runners = []
+    specs = []
+    if health_port is not None:
+        specs.append((health_port, [("/healthz", healthz), ("/readyz", readyz),
+                                    ("/metrics", prom)]))
+    if metrics_port is not None and metrics_port != health_port:
+        specs.append((metrics_port, [("/metrics", prom)]))
+    for port, routes in specs:
+        app = web.Application()
+        for path, fn in routes:
+            app.router.add_get(path, fn)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, bind, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1] if site._server else port
+        log.info("serving", extra={"bind": bind, "port": bound,
+                                   "paths": [p for p, _ in routes]})
+        runners.append(runner)
+    return runners
+
+
+@click.command("kinesis-worker", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--stream", envvar="MIRRORSCOPE_KINESIS_STREAM", required=True,
+              help="The collectors' Kinesis stream.")
+@click.option("--region", envvar="MIRRORSCOPE_KINESIS_REGION", default=None,
+              help="AWS region [default: AWS_REGION].")
+@click.option("--endpoint-url", envvar="MIRRORSCOPE_KINESIS_ENDPOINT_URL", default=None,
+              help="Kinesis endpoint (tests: moto).")
+@click.option("--app-name", envvar="MIRRORSCOPE_KINESIS_APP", default="mirrorscope-kinesis",
+              show_default=True,
+              help="Names the shard leases and the partition states: the workers of one "
+                   "deployment share it.")
+@click.option("--worker-id", envvar="MIRRORSCOPE_WORKER_ID", default="",
+              help="This worker's id in the leases [default: host:pid:random].")
+@click.option("--lease-ms", envvar="MIRRORSCOPE_KINESIS_LEASE_MS", default=10_000,
+              show_default=True, type=click.IntRange(min=300),
+              help="Shard lease (and heartbeat) lifetime; renewed every third of it. A dead "
+                   "worker's shards move after this long.")
+@click.option("--shard-refresh", envvar="MIRRORSCOPE_KINESIS_SHARD_REFRESH", default=30.0,
+              show_default=True, type=float, help="Seconds between ListShards calls.")
+@click.option("--poll-interval", envvar="MIRRORSCOPE_KINESIS_POLL_INTERVAL", default=1.0,
+              show_default=True, type=float,
+              help="Seconds to wait after an empty GetRecords.")
+@click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL", default="redis://127.0.0.1:6379/0",
+              show_default=True, help="redis:// or rediss:// (TLS); user:password@ for AUTH.")
+@click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
+              help="Redis Cluster (keys are hash-tagged).")
+@click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None)
+@click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
+              type=click.Path(exists=True, dir_okay=False), help="CA bundle for rediss://.")
+@click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="File holding the key that signs flow state in Redis "
+                   "(or MIRRORSCOPE_STATE_KEY); the same for every worker.")
+@click.option("--out", "out_dir", envvar="MIRRORSCOPE_KINESIS_OUT", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Write results to DIR/flows.jsonl, http.jsonl, alerts.jsonl (appended, "
+                   "fsync'ed at each checkpoint).")
+@click.option("--kafka-bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default=None,
+              help="...or publish them to the Kafka result topics (as `mirrorscope worker`).")
+@click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
+              show_default=True)
+@click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
+              show_default=True)
+@click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
+              show_default=True)
+@click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL", default=1.0,
+              show_default=True, type=float, help="Seconds between state snapshots.")
+@click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
+              show_default=True, type=float,
+              help="Wall-clock seconds of silence after which a shard's idle flows end.")
+@click.option("--http/--no-http", "http", default=True, show_default=True,
+              help="Extract HTTP/1.x transactions.")
+@click.option("--keep-credentials", is_flag=True,
+              help="Keep Authorization and cookie values (redacted by default).")
+@click.option("--detect/--no-detect", "detect", default=True, show_default=True,
+              help="Run the detectors, with their state shared in Redis.")
+@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Detector thresholds (JSON/YAML; docs/detectors/).")
+@click.option("--bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True,
+              help="Address of the health and metrics endpoints.")
+@click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,
+              type=int, help="Port of /healthz, /readyz and /metrics (0: any free port).")
+@click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", default=None, type=int,
+              help="Also serve /metrics alone on this port.")
+@click.option("--log-level", envvar="MIRRORSCOPE_LOG_LEVEL", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
+                   poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
+                   state_key_file, out_dir, kafka_bootstrap, topic_flows, topic_http,
+                   topic_alerts, checkpoint_interval, idle_advance, http, keep_credentials,
+                   detect, detect_config, bind, health_port, metrics_port, log_level):
+    """Consume the collectors' Kinesis stream with the stream core: shards are leased among
+    the workers through Redis (each takes at most its share, a dead worker's shards move to
+    the others when their leases expire) and per-flow state is checkpointed in Redis with the
+    shard position, so a worker may be killed at any moment and its successor neither loses
+    a flow nor counts one twice. Results go to --out DIR or to Kafka (--kafka-bootstrap)."""
+    params = dict(locals())
+    from collectors.logs import setup as setup_logs
+
+    if out_dir is not None and kafka_bootstrap is not None:
+        src = click.get_current_context().get_parameter_source("kafka_bootstrap")
+        if src != click.core.ParameterSource.ENVIRONMENT:
+            raise click.UsageError("give one of --out DIR and --kafka-bootstrap, not both")
+        params["kafka_bootstrap"] = None  # --out wins over MIRRORSCOPE_KAFKA_BOOTSTRAP
+    if out_dir is None and kafka_bootstrap is None:
+        raise click.UsageError("where do the results go? --out DIR (MIRRORSCOPE_KINESIS_OUT) "
+                               "or --kafka-bootstrap (MIRRORSCOPE_KAFKA_BOOTSTRAP)")
+    setup_logs(log_level, component="kinesis-worker")
+    for name in ("aiohttp.access", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        rc = asyncio.run(_main(**params))
+    except KeyboardInterrupt:  # pragma: no cover
+        rc = 130
+    sys.exit(rc)
+
+
+async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
+                poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
+                state_key_file, out_dir, kafka_bootstrap, topic_flows, topic_http,
+                topic_alerts, checkpoint_interval, idle_advance, http, keep_credentials,
+                detect, detect_config, bind, health_port, metrics_port, log_level) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import NoRegionError
+
+    from stream_app.core.detectors import Detectors
+    from stream_app.core.http import HttpConfig
+    from stream_app.core.l7 import L7Config
+    from stream_app.core.processor import CoreConfig
+    from stream_app.flowstate import Codec
+    from stream_app.kinesis_consumer import (
+        ConsumerConfig, KinesisConsumer, KinesisRuntime, make_kinesis_client)
+    from stream_app.outputs import FolderResults, KafkaResults
+    from stream_app.statestore import RedisConfig, RedisStore, connect
+    from stream_app.worker import RuntimeConfig
+    from stream_app.worker_cli import _redact, _state_key
+
+    loop = asyncio.get_running_loop()
+    # boto3 and Redis calls run in threads: one GetRecords per owned shard may be in flight.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="io"))
+    try:
+        kinesis = make_kinesis_client(region, endpoint_url)
+    except NoRegionError:
+        raise click.UsageError("no AWS region: --region, or AWS_REGION") from None
+    key = _state_key(state_key_file)
+    client = connect(RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
+                                 ssl_ca_certs=redis_ca))
+    store = RedisStore(client)
+    detectors = dstate = None
+    if detect:
+        from stream_app.cli import _detect_config
+        from stream_app.detectstate import RedisDetectorState
+        dcfg = _detect_config(Path(detect_config) if detect_config else None)
+        dstate = RedisDetectorState(client, prefix=f"md:{app_name}")
+        detectors = Detectors(dcfg, state=dstate)
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    runtime = KinesisRuntime(store, Codec(key), CoreConfig(l7=l7, detect=None),
+                             RuntimeConfig(checkpoint_interval=checkpoint_interval,
+                                           idle_advance=idle_advance), detectors=detectors)
+    if out_dir is not None:
+        outputs = FolderResults(out_dir)
+    else:
+        try:
+            outputs = KafkaResults(kafka_bootstrap, {"flows": topic_flows, "http": topic_http,
+                                                     "alerts": topic_alerts})
+        except Exception as exc:  # no broker answers: let the orchestrator restart us
+            log.error("Kafka for the result topics unreachable",
+                      extra={"bootstrap": kafka_bootstrap, "error": repr(exc)})
+            return 1
+    cfg = ConsumerConfig(stream=stream, app_name=app_name, worker_id=worker_id,
+                         lease_ms=lease_ms, shard_refresh=shard_refresh,
+                         poll_interval=poll_interval)
+    consumer = KinesisConsumer(cfg, runtime, outputs, client, kinesis)
+    metrics = KinesisMetrics(consumer, store, dstate)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("kinesis worker starting", extra={
+        "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": _redact(redis_url),
+        "endpoint": endpoint_url, **outputs.describe()})
+    runners = await _serve(consumer, metrics, bind, health_port, metrics_port)
+    try:
+        await consumer.run(stop)
+    finally:
+        for r in runners:
+            await r.cleanup()
+        try:
+            outputs.close()
+        except Exception as exc:
+            log.warning("closing the outputs failed", extra={"error": repr(exc)})
+    log.info("kinesis worker stopped", extra={"stats": consumer.status()["stats"]})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    kinesis_worker()
