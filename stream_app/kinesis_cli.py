@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from stream_app.worker_cli import _load_config
+
 log = logging.getLogger("mirrorscope.kinesis")
 
 
@@ -96,6 +98,8 @@ async def _serve(consumer, metrics, bind: str, health_port: int | None,
 
 
 @click.command("kinesis-worker", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+              expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--stream", envvar="MIRRORSCOPE_KINESIS_STREAM", required=True,
               help="The collectors' Kinesis stream.")
 @click.option("--region", envvar="MIRRORSCOPE_KINESIS_REGION", default=None,
@@ -207,10 +211,10 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     from stream_app.core.processor import CoreConfig
     from stream_app.flowstate import Codec
     from stream_app.kinesis_consumer import (
-        ConsumerConfig, KinesisConsumer, KinesisRuntime, make_kinesis_client)
+        ConsumerConfig, KinesisConsumer, make_kinesis_client)
     from stream_app.outputs import FolderResults, KafkaResults
     from stream_app.statestore import RedisConfig, RedisStore, connect
-    from stream_app.worker import RuntimeConfig
+    from stream_app.worker import Runtime, RuntimeConfig
     from stream_app.worker_cli import _redact, _state_key
 
     loop = asyncio.get_running_loop()
@@ -232,9 +236,10 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         dstate = RedisDetectorState(client, prefix=f"md:{app_name}")
         detectors = Detectors(dcfg, state=dstate)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    runtime = KinesisRuntime(store, Codec(key), CoreConfig(l7=l7, detect=None),
-                             RuntimeConfig(checkpoint_interval=checkpoint_interval,
-                                           idle_advance=idle_advance), detectors=detectors)
+    runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None),
+                      RuntimeConfig(checkpoint_interval=checkpoint_interval,
+                                    idle_advance=idle_advance, contiguous_offsets=False),
+                      detectors=detectors)
     if out_dir is not None:
         outputs = FolderResults(out_dir)
     else:

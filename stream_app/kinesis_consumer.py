@@ -90,15 +90,6 @@ def position_of(offset: int) -> tuple[int, int]:
     return offset >> OFFSET_BITS, offset & (MAX_USER_RECORDS - 1)
 
 
-class KinesisRuntime(Runtime):
-    """The Runtime with Kinesis offsets: they are not contiguous (sequence numbers jump, and
-    an aggregate's index restarts at 0), and a shard iterator never hands out a batch of
-    before a take-over, so a jump in offsets is normal, not a batch to fetch again."""
-
-    def _gap_ok(self, o, offset: int) -> bool:
-        return True
-
-
 class ShardTP(NamedTuple):
     """The Runtime's partition key for a shard (``.partition`` like a Kafka TopicPartition)."""
 
@@ -759,24 +750,8 @@ class KinesisConsumer:
     async def _finish_shard(self, h: _Shard) -> None:
         """The shard is closed and read: report its open flows (they go on in a child
         shard), checkpoint, and mark it finished."""
-        rt = self.runtime
-        o = rt.owned.get(h.tp)
-        res = None
-        if o is not None:
-            async with o.lock:
-                st = o.state
-                res = st.proc.finish()
-                if rt.detectors is not None and (res.flows or res.http):
-                    try:
-                        res.alerts = rt.detectors.observe(res.flows, res.http,
-                                                          st.proc.flows.now_ns / NS)
-                    except Exception as exc:
-                        log.warning("detectors skipped a batch", extra={"error": repr(exc)})
-                o.dirty = True
-                o.pending.append(("end", h.sid))
-            rt.stats["flow_records"] += len(res.flows)
-            rt.stats["http_records"] += len(res.http)
-            rt.stats["alerts"] += len(res.alerts)
+        res = await self.runtime.finish(h.tp, ("end", h.sid))
+        if res is not None:
             if res:
                 await self.outputs.publish(h.tp, res)
             await self._checkpoint(h, must=True)

@@ -50,6 +50,9 @@ class RuntimeConfig:
     """Seconds between snapshots of a partition that received data."""
     checkpoint_batches: int = 500
     """...or this many batches, whichever comes first."""
+    contiguous_offsets: bool = True
+    """Kafka: every offset holds a batch, so a jump means a batch fetched before a rebalance
+    (see Runtime._gap_ok). Kinesis sequence numbers jump by design: False."""
     idle_advance: float = 30.0
     """A partition that has received nothing for this many wall-clock seconds moves its
     capture clock on by the time passed, so that idle flows end even when no later packet
@@ -141,7 +144,8 @@ class Runtime:
             o = await self._take(tp, name)
         async with o.lock:
             st = o.state
-            if st.offset >= 0 and offset > st.offset + 1 and not self._gap_ok(o, offset):
+            if self.rt.contiguous_offsets and st.offset >= 0 and offset > st.offset + 1 \
+                    and not self._gap_ok(o, offset):
                 return GAP
             res = st.apply(offset, batch)
             o.pending.append(handle)
@@ -161,13 +165,30 @@ class Runtime:
                 more = st.tick()
                 res.flows += more.flows
                 res.http += more.http
-            if self.detectors is not None and (res.flows or res.http):
-                try:
-                    res.alerts = self.detectors.observe(res.flows, res.http,
-                                                        st.proc.flows.now_ns / NS)
-                except Exception as exc:  # their state store is down: the records still go
-                    self.stats["detect_errors"] += 1
-                    log.warning("detectors skipped a batch", extra={"error": repr(exc)})
+            self._detect(res, st)
+            self._count(res)
+            return res
+
+    def _detect(self, res: Results, st: PartitionState) -> None:
+        if self.detectors is not None and (res.flows or res.http):
+            try:
+                res.alerts = self.detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS)
+            except Exception as exc:  # their state store is down: the records still go
+                self.stats["detect_errors"] += 1
+                log.warning("detectors skipped a batch", extra={"error": repr(exc)})
+
+    async def finish(self, tp, handle) -> Results | None:
+        """End of ``tp``'s input (a Kinesis shard closed by resharding, read to its end):
+        report its open flows. ``handle`` is acked with the next checkpoint."""
+        o = self.owned.get(tp)
+        if o is None:
+            return None
+        async with o.lock:
+            st = o.state
+            res = st.proc.finish()
+            self._detect(res, st)
+            o.dirty = True
+            o.pending.append(handle)
             self._count(res)
             return res
 

@@ -510,10 +510,10 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
     from collectors.kpl import MAGIC
     from stream_app.core.processor import CoreConfig
     from stream_app.flowstate import Codec
-    from stream_app.kinesis_consumer import ConsumerConfig, KinesisConsumer, KinesisRuntime
+    from stream_app.kinesis_consumer import ConsumerConfig, KinesisConsumer
     from stream_app.outputs import FolderResults
     from stream_app.statestore import RedisStore
-    from stream_app.worker import RuntimeConfig
+    from stream_app.worker import Runtime, RuntimeConfig
 
     parts, ref = capture
     k = StandInKinesis(2)
@@ -528,8 +528,9 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
 
     async def run() -> tuple[dict, dict]:
         r = redis.Redis.from_url(redis_db)
-        runtime = KinesisRuntime(RedisStore(r), Codec(b"test-state-key"), CoreConfig(),
-                                 RuntimeConfig(checkpoint_interval=0.2, idle_advance=0))
+        runtime = Runtime(RedisStore(r), Codec(b"test-state-key"), CoreConfig(),
+                          RuntimeConfig(checkpoint_interval=0.2, idle_advance=0,
+                                        contiguous_offsets=False))
         out = FolderResults(tmp_path / "out")
         c = KinesisConsumer(ConsumerConfig(stream="s", app_name="t", worker_id="solo",
                                            lease_ms=1500, shard_refresh=0.3, poll_interval=0.05,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,9 @@ CRD_SCHEMAS = {
     (s["apiVersion"], s["kind"]): s["schema"]
     for s in (json.loads(p.read_text()) for p in (Path(__file__).parent / "crd_schemas").glob("*.json"))
 }
+
+
+MIRRORSCOPE = str(Path(sys.executable).with_name("mirrorscope"))
 
 
 @pytest.fixture(params=sorted(RENDERS), scope="module")
@@ -171,6 +176,17 @@ def test_commands_are_the_documented_ones(helm_template):
     assert {"name": "vxlan", "containerPort": 4789, "protocol": "UDP"} in containers(collector)[0]["ports"]
     worker = next(w for w in workloads(docs) if w["metadata"]["name"] == "ms-worker")
     assert containers(worker)[0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # With Kinesis the worker is the Kinesis consumer.
+    docs = helm_template("-f", FULL, "--set", "stream.type=kinesis",
+                         "--set", "stream.kinesis.streamName=mirror")
+    worker = next(w for w in workloads(docs) if w["metadata"]["name"] == "ms-worker")
+    assert containers(worker)[0]["args"][:-2] == ["kinesis-worker"]
+    # Every command the chart runs exists, and reads the config file it is given.
+    for cmd in (["worker"], ["kinesis-worker"], ["sink", "s3"], ["sink", "cloudwatch"],
+                ["collect"]):
+        r = subprocess.run([MIRRORSCOPE, *cmd, "--help"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and "--config" in r.stdout, (cmd, r.stderr)
 
 
 def test_full_values_use_irsa_and_the_digest(helm_template):
