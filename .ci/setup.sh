@@ -13,8 +13,9 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # the detectors' e2e tests: real attack tools in the lab (tests/e2e/test_detectors_lab.py)
   nmap hping3
   # Redis for the distributed mode's tests and `mirrorscope services up` (Debian does not
-  # start it: stream_app/services/redis.py runs its own)
-  redis-server)
+  # start it: stream_app/services/redis.py runs its own); redis-tools has redis-cli for the
+  # Redis Cluster test, openssl makes the TLS test's certificates
+  redis-server redis-tools openssl)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -149,3 +149,46 @@ def test_two_detector_engines_sharing_redis_alert_once(cluster):
     assert [a.type for a in alone] == ["port_scan"]
     assert [(a.alert_id, a.type, a.source, a.targets) for a in shared] == \
         [(a.alert_id, a.type, a.source, a.targets) for a in alone]
+
+
+def _tls_files(d):
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    def run(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
+        str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"),
+        "-out", str(d / "server.crt"))
+
+
+def test_snapshots_over_tls(tmp_path):
+    _tls_files(tmp_path)
+    port = free_port()
+    p = subprocess.Popen(
+        [redis_server_exe(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(tmp_path / "server.crt"),
+         "--tls-key-file", str(tmp_path / "server.key"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.crt"), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        client = connect(RedisConfig(url=url, ssl_ca_certs=str(tmp_path / "ca.crt")))
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        roundtrip(RedisStore(client), "g:packets:0")
+        # Without the CA the server's certificate is refused: TLS is verified, not just used.
+        untrusted = connect(RedisConfig(url=url, retries=0))
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+            untrusted.ping()
+    finally:
+        p.terminate()
+        p.wait(10)
