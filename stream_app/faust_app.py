@@ -195,12 +195,13 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
             try:
                 batch = decode(event.value)
             except (msgspec.DecodeError, TypeError) as exc:
+                # Dropped and counted; the partition's offset still moves past it (and is
+                # committed in order with the batches around it).
+                batch = None
                 stats["batches_undecodable"] += 1
                 log.warning("undecodable packet batch dropped",
                             extra={"partition": tp.partition, "offset": msg.offset,
                                    "error": str(exc)})
-                await s_noack.ack(event)
-                continue
             name = f"{s.group}:{tp.topic}:{tp.partition}"
             t0 = time.perf_counter_ns()
             res = await runtime.apply(tp, name, msg.offset, batch, event)

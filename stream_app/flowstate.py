@@ -163,11 +163,16 @@ class PartitionState:
         self._written: dict[bytes, tuple] = {}  # field -> mark as last written
 
     # -- processing -------------------------------------------------------------------------
-    def apply(self, offset: int, batch: PacketBatch) -> Results | None:
-        """Apply the batch at ``offset``; None when the state already includes it (a replay)."""
+    def apply(self, offset: int, batch: PacketBatch | None) -> Results | None:
+        """Apply the batch at ``offset``; None when the state already includes it (a replay).
+        ``batch`` None: the message at ``offset`` was not a batch (dropped and counted by the
+        caller); the state moves past it all the same."""
         if offset <= self.offset:
             self.skipped += 1
             return None
+        if batch is None:
+            self.offset = offset
+            return Results()
         res = self.proc.process(batch.records)
         if batch.end_ns:
             # A replayed capture ended: report every flow as embedded mode does at the end of

@@ -135,7 +135,9 @@ class Runtime:
         self.fenced -= set(tps)
 
     # -- batches ------------------------------------------------------------------------------
-    async def apply(self, tp, name: str, offset: int, batch: PacketBatch, handle) -> Results | None:
+    async def apply(self, tp, name: str, offset: int, batch: PacketBatch | None,
+                    handle) -> Results | None:
+        """Apply a batch (None: an undecodable message, which only moves the offset on)."""
         o = self.owned.get(tp)
         if o is None:
             if tp in self.fenced:
@@ -157,9 +159,11 @@ class Runtime:
             if res is None:
                 self.stats["batches_replayed_skipped"] += 1
                 return None
+            o.dirty = True
+            if batch is None:
+                return res
             self.stats["batches"] += 1
             self.stats["packet_records"] += len(batch.records)
-            o.dirty = True
             o.batches += 1
             if o.batches % EXPIRE_EVERY == 0:
                 more = st.tick()
