@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The stream worker's throughput through Kafka, Faust and Redis, against the core alone.
 
-usage: python bench/bench_worker.py [--capture FILE] [--partitions 4] [--detect]
+usage: python bench/bench_worker.py [--capture FILE] [--partitions 4] [--detect] [--processes N]
                                     [--bootstrap HOST:PORT --redis-url URL]
 
 1. Starts a local Kafka and Redis (stream_app.services; or uses the ones given), and replays
@@ -100,7 +100,7 @@ def copy_topic(bootstrap: str, src: str, dst: str) -> None:
 
 
 def run_workers(k: int, bootstrap: str, redis_url: str, topic: str, total: int, detect: bool,
-                workdir: Path, feed=None) -> dict:
+                workdir: Path, feed=None, processes: int = 1) -> dict:
     """Start k workers on ``topic``; with ``feed`` (a topic to copy from), wait until each
     owns its share of the partitions first, then copy the batches in, so that the rate is
     that of k workers at work from the start (not one that had it all before the others
@@ -115,7 +115,8 @@ def run_workers(k: int, bootstrap: str, redis_url: str, topic: str, total: int, 
         args = [MIRRORSCOPE, "worker", "--bootstrap", bootstrap, "--redis-url", redis_url,
                 "--packet-topic", topic, "--group", group, "--web-port", str(port),
                 "--web-bind", "127.0.0.1", "--datadir", str(workdir / f"{group}-{i}"),
-                "--log-level", "warning", "--detect" if detect else "--no-detect"]
+                "--log-level", "warning", "--detect" if detect else "--no-detect",
+                "--processes", str(processes)]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                       stderr=open(workdir / f"{group}-{i}.err", "wb")))
     if feed is not None:
@@ -166,6 +167,8 @@ def main() -> int:
     ap.add_argument("--capture", type=Path, default=DEFAULT_CAPTURE)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--detect", action="store_true")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="core processes per worker (mirrorscope worker --processes)")
     ap.add_argument("--bootstrap")
     ap.add_argument("--redis-url")
     args = ap.parse_args()
@@ -204,13 +207,16 @@ def main() -> int:
         core_rate = total / core_s
         print(f"core alone:      {total:,} packet records in {core_s:.2f} s = "
               f"{core_rate:,.0f} records/s", flush=True)
-        one = run_workers(1, bootstrap, redis_url, topic, total, args.detect, work)
+        one = run_workers(1, bootstrap, redis_url, topic, total, args.detect, work,
+                          processes=args.processes)
         rate1 = total / one["seconds"]
-        print(f"1 worker:        {rate1:,.0f} records/s ({one['seconds']:.2f} s)", flush=True)
+        print(f"1 worker:        {rate1:,.0f} records/s ({one['seconds']:.2f} s; "
+              f"--processes {args.processes})", flush=True)
         topic2 = topic + "-2"
         create_topic(bootstrap, topic2, args.partitions)
         os.environ["BENCH_PARTITIONS"] = str(args.partitions)
-        two = run_workers(2, bootstrap, redis_url, topic2, total, args.detect, work, feed=topic)
+        two = run_workers(2, bootstrap, redis_url, topic2, total, args.detect, work, feed=topic,
+                          processes=args.processes)
         rate2 = total / two["seconds"]
         print(f"2 workers:       {rate2:,.0f} records/s aggregate ({two['seconds']:.2f} s; "
               f"split {two['per_worker']})", flush=True)
@@ -222,6 +228,7 @@ def main() -> int:
               f"{rate2 / rate1:.2f}x on {os.cpu_count()} CPUs")
         print(json.dumps({"capture": str(args.capture), "records": total,
                           "partitions": args.partitions, "detect": args.detect,
+                          "processes": args.processes,
                           "core_rate": round(core_rate), "worker_rate": round(rate1),
                           "two_worker_rate": round(rate2), "ratio": round(ratio, 3),
                           "overhead": round(1 - ratio, 3), "cpus": os.cpu_count()}))

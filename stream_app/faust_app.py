@@ -81,15 +81,45 @@ class ResultPublisher:
             n = self._parts[topic] = len(await producer.partitions_for(topic))
         return n
 
+    async def prepare(self) -> None:
+        """Learn the result topics' partition counts (``add`` needs them at hand)."""
+        producer = self.app.producer._ensure_producer()
+        for topic in self.topics.values():
+            await self._partitions(producer, topic)
+
     async def publish(self, res) -> None:
         """Add the records to the open batch of their partition; a full batch is sent."""
+        await self.prepare()
+        self.add(encode_results(res))
+
+    def add_grouped(self, grouped: dict) -> None:
+        """Records a core process encoded and grouped by (kind, partition) already."""
         producer = self.app.producer._ensure_producer()
         open_ = self._open
-        for kind, key, value in encode_results(res):
+        for (kind, p), items in grouped.items():
+            tp = (self.topics[kind], p)
+            batch = open_.get(tp)
+            if batch is None:
+                batch = open_[tp] = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    self._send(producer, batch, *tp)
+                    batch = open_[tp] = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+
+    def partitions_by_kind(self) -> dict[str, int]:
+        return {k: self._parts[t] for k, t in self.topics.items()}
+
+    def add(self, encoded: list) -> None:
+        """The same for records encoded already (by a core process)."""
+        producer = self.app.producer._ensure_producer()
+        open_ = self._open
+        parts = self._parts
+        for kind, key, value in encoded:
             topic = self.topics[kind]
             # The ids are hashes already: a CRC of one spreads them as evenly as murmur2,
             # at a fraction of a pure-Python murmur2's cost.
-            tp = (topic, zlib.crc32(key) % await self._partitions(producer, topic))
+            tp = (topic, zlib.crc32(key) % parts[topic])
             batch = open_.get(tp)
             if batch is None:
                 batch = open_[tp] = producer.create_batch()
@@ -176,6 +206,16 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         return ack
 
     streams: list = []
+    remote = getattr(runtime, "remote", False)
+    bound: list = []
+
+    async def bind() -> None:
+        await publisher.prepare()
+
+        async def seek(tp, offset):
+            await app.consumer.seek(tp, offset)
+        runtime.bind(publisher.add_grouped, seek, publisher.partitions_by_kind())
+        bound.append(True)
 
     @app.agent(packets)
     async def process(stream):
@@ -191,6 +231,15 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
             if tp not in app.consumer.assignment():
                 # A batch fetched before this partition was revoked: its new owner has it.
                 stats["batches_not_owned"] += 1
+                continue
+            if remote:
+                # Decoded and applied in a core process; results published as it answers.
+                if not bound:
+                    await bind()
+                await runtime.apply(tp, f"{s.group}:{tp.topic}:{tp.partition}", msg.offset,
+                                    event.value, event)
+                if runtime.due(tp):
+                    background_checkpoint(tp, ack)
                 continue
             try:
                 batch = decode(event.value)
@@ -321,6 +370,8 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
             await app.consumer.commit()
         except Exception as exc:
             log.info("commit at shutdown failed", extra={"error": repr(exc)})
+        if remote:
+            runtime.close()
 
     app.mirrorscope_started = time.time()
     return app

@@ -141,6 +141,10 @@ class Metrics:
 @click.option("--kafka-sasl-username", envvar="MIRRORSCOPE_KAFKA_SASL_USERNAME", default=None)
 @click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", default=None)
 @click.option("--kafka-ca", envvar="MIRRORSCOPE_KAFKA_CA", default=None)
+@click.option("--processes", envvar="MIRRORSCOPE_WORKER_PROCESSES", default=1, show_default=True,
+              type=click.IntRange(1, 64),
+              help="Core processes: above 1, partitions are decoded and analysed in that many "
+                   "subprocesses (one worker then uses that many CPUs).")
 @click.option("--session-timeout", envvar="MIRRORSCOPE_SESSION_TIMEOUT", default=30.0,
               show_default=True, type=float,
               help="Seconds after which the group gives a silent worker's partitions to the "
@@ -152,7 +156,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
            web_bind,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_sasl_username,
-           kafka_sasl_password, kafka_ca, session_timeout, log_level):
+           kafka_sasl_password, kafka_ca, processes, session_timeout, log_level):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
     many workers as the topic has partitions) and publish flow, HTTP and alert records.
 
@@ -185,9 +189,15 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
         dstate = RedisDetectorState(client, prefix=f"md:{group}")
         detectors = Detectors(dcfg, state=dstate)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None),
-                      RuntimeConfig(checkpoint_interval=checkpoint_interval,
-                                    idle_advance=idle_advance), detectors=detectors)
+    rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
+    if processes > 1:
+        from stream_app.coreproc import RemoteRuntime
+        runtime = RemoteRuntime(store, key, CoreConfig(l7=l7, detect=None), processes, rt,
+                                detect=detectors.config if detectors else None,
+                                redis_cfg=rcfg, detect_prefix=f"md:{group}")
+    else:
+        runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None), rt,
+                          detectors=detectors)
     s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
                        topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
                        web_port=web_port, web_bind=web_bind, datadir=datadir,

@@ -89,11 +89,13 @@ def capture(tmp_path_factory):
     return parts, {"flows": flows, "http": http, "alerts": alerts}
 
 
-@pytest.fixture
-def env(kafka_broker, redis_db, tmp_path):  # noqa: F811
-    """Fresh topics and group for one test; the workers it starts are stopped at the end."""
+@pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])
+def env(request, kafka_broker, redis_db, tmp_path):  # noqa: F811
+    """Fresh topics and group for one test; the workers it starts are stopped at the end.
+    Every test runs with workers of one process, and of two (--processes 2: the core in
+    subprocesses, stream_app/coreproc.py)."""
     tag = uuid.uuid4().hex[:8]
-    e = Env(kafka_broker.bootstrap, redis_db, tag, tmp_path)
+    e = Env(kafka_broker.bootstrap, redis_db, tag, tmp_path, request.param)
     create_topic(e.bootstrap, e.topic, 4)
     for t in e.results.values():
         create_topic(e.bootstrap, t, 2)
@@ -106,7 +108,8 @@ def env(kafka_broker, redis_db, tmp_path):  # noqa: F811
 
 
 class Env:
-    def __init__(self, bootstrap, redis_url, tag, tmp):
+    def __init__(self, bootstrap, redis_url, tag, tmp, processes: int = 1):
+        self.processes = processes
         self.bootstrap = bootstrap
         self.redis_url = redis_url
         self.topic = f"packets-{tag}"
@@ -117,7 +120,7 @@ class Env:
 
     def worker(self, name: str, *extra: str) -> Worker:
         w = Worker(name, self.tmp, self.bootstrap, self.redis_url, self.topic, self.group,
-                   self.results, list(extra))
+                   self.results, ["--processes", str(self.processes), *extra])
         self.workers.append(w)
         return w.start()
 

@@ -111,3 +111,65 @@ def test_a_fenced_partition_is_not_taken_back_until_assigned_again():
         rt.assigned(["tp"])
         assert await rt.apply("tp", "g:t:0", 1, batch(1), "h1") is not None
     asyncio.run(go())
+
+
+def test_core_processes_give_what_the_in_process_runtime_gives():
+    """RemoteRuntime (--processes N): the same results and acks as Runtime, for batches of
+    two partitions spread over two core processes, with an undecodable message and a
+    checkpoint in the middle."""
+    import msgspec
+
+    from stream_app.coreproc import RemoteRuntime
+    from stream_app.worker import encode_results
+
+    recs = records_of("zeek__wikipedia.pcap")
+    end = recs[-1].ts_ns
+    logs = {p: [msgspec.msgpack.encode(PacketBatch(1, b"", recs[i:i + 7]))
+                for i in range(p, len(recs), 14)] for p in (0, 1)}
+    for p in logs:
+        logs[p].insert(3, b"\xc1 garbage")
+        logs[p].append(msgspec.msgpack.encode(PacketBatch(1, b"", [], end_ns=end)))
+
+    async def local():
+        rt, out = runtime(), []
+        dec = msgspec.msgpack.Decoder(PacketBatch)
+        for p, log in logs.items():
+            for off, raw in enumerate(log):
+                try:
+                    b = dec.decode(raw)
+                except msgspec.DecodeError:
+                    b = None
+                res = await rt.apply(p, f"g:t:{p}", off, b, off)
+                out += encode_results(res)
+        return sorted(out)
+
+    async def remote():
+        rt = RemoteRuntime(MemoryStore(), b"k", CoreConfig(detect=None), 2,
+                           RuntimeConfig(checkpoint_interval=0))
+        out, acked = [], []
+
+        async def seek(tp, off):
+            raise AssertionError("no gap here")
+        rt.bind(lambda g: out.extend((k, key, v) for (k, _), items in g.items()
+                                     for key, v in items),
+                seek, {"flows": 3, "http": 3, "alerts": 1})
+
+        async def flush():
+            return None
+
+        async def ack(handles):
+            acked.extend(handles)
+        for p, log in logs.items():
+            for off, raw in enumerate(log):
+                await rt.apply(p, f"g:t:{p}", off, raw, (p, off))
+                if off == 5:
+                    assert await rt.checkpoint(p, flush, ack)
+        for p in logs:
+            assert await rt.checkpoint(p, flush, ack)
+        assert {o.child.index for o in rt.owned.values()} == {0, 1}  # one partition each
+        assert sorted(acked) == [(p, off) for p in logs for off in range(len(logs[p]))]
+        assert rt.stats["batches_undecodable"] == 2
+        rt.close()
+        return sorted(out)
+    want = asyncio.run(local())
+    assert want and asyncio.run(remote()) == want
