@@ -176,6 +176,8 @@ def test_commands_are_the_documented_ones(helm_template):
     assert {"name": "vxlan", "containerPort": 4789, "protocol": "UDP"} in containers(collector)[0]["ports"]
     worker = next(w for w in workloads(docs) if w["metadata"]["name"] == "ms-worker")
     assert containers(worker)[0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in containers(worker)[0].get("env", [])}
+    assert env["MIRRORSCOPE_WORKER_PROCESSES"] == "2"  # one core process per CPU of its limit
     # With Kinesis the worker is the Kinesis consumer.
     docs = helm_template("-f", FULL, "--set", "stream.type=kinesis",
                          "--set", "stream.kinesis.streamName=mirror")
