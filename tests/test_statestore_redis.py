@@ -36,16 +36,26 @@ def cluster(tmp_path_factory):
     for p in ports:
         w = d / str(p)
         w.mkdir()
+        # The bus port is set explicitly: by default it is port + 10000, which is past 65535
+        # for a third of the ports free_port() can return.
         procs.append(subprocess.Popen(
-            [redis_server_exe(), "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled",
-             "yes", "--cluster-config-file", str(w / "nodes.conf"), "--save", "",
-             "--appendonly", "no", "--dir", str(w)],
+            [redis_server_exe(), "--port", str(p), "--cluster-port", str(free_port()),
+             "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(w / "nodes.conf"), "--save", "", "--appendonly", "no",
+             "--dir", str(w), "--logfile", str(w / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     try:
-        for p in ports:
+        for p, pr in zip(ports, procs):
+            # One attempt per try: redis-py would otherwise retry a refused connection for
+            # seconds each time.
+            client = redis.Redis(port=p, socket_connect_timeout=1, retry=None,
+                                 retry_on_error=[])
             for _ in range(100):
+                if pr.poll() is not None:
+                    pytest.fail(f"redis-server on {p} exited: "
+                                + (d / str(p) / "redis.log").read_text()[-500:])
                 try:
-                    redis.Redis(port=p).ping()
+                    client.ping()
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
@@ -177,8 +187,9 @@ def test_snapshots_over_tls(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"rediss://127.0.0.1:{port}/0"
-        client = connect(RedisConfig(url=url, ssl_ca_certs=str(tmp_path / "ca.crt")))
+        client = connect(RedisConfig(url=url, ssl_ca_certs=str(tmp_path / "ca.crt"), retries=0))
         for _ in range(100):
+            assert p.poll() is None, "redis-server with TLS exited"
             try:
                 client.ping()
                 break
