@@ -117,7 +117,7 @@ def run_workers(k: int, bootstrap: str, redis_url: str, topic: str, total: int, 
                 "--web-bind", "127.0.0.1", "--datadir", str(workdir / f"{group}-{i}"),
                 "--log-level", "warning", "--detect" if detect else "--no-detect",
                 "--processes", str(processes)]
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, env=env,
                                       stderr=open(workdir / f"{group}-{i}.err", "wb")))
     if feed is not None:
         deadline = time.monotonic() + 120

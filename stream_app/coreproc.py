@@ -41,7 +41,16 @@ from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig
 from stream_app.flowstate import Codec, PartitionState, Snapshot, StateError
 from stream_app.statestore import Fenced, StateLost
-from stream_app.worker import EXPIRE_EVERY, NS, PublishFailed, RuntimeConfig, encode_results
+from stream_app.worker import (
+    EXPIRE_EVERY,
+    NS,
+    PublishFailed,
+    RuntimeConfig,
+    claim_and_load,
+    detect_into,
+    encode_results,
+    gap_verdict,
+)
 
 log = logging.getLogger("mirrorscope.worker")
 MAX_IN_FLIGHT = 32  # batches sent to one core process and not answered yet
@@ -94,13 +103,13 @@ def serve(conn, key: bytes, core: CoreConfig, detect, redis_cfg, detect_prefix: 
                     more = st.tick()
                     res.flows += more.flows
                     res.http += more.http
-            alerts_err = _detect(detectors, res, st)
+            alerts_err = not detect_into(detectors, res, st)
             send(("res", n, batch is None, len(res.flows), len(res.http), len(res.alerts),
                   alerts_err, st.flows_held, _grouped(res, parts)))
         elif op == "idle":
             st = states[tid]
             res = st.tick(st.proc.flows.now_ns + msg[2])
-            alerts_err = _detect(detectors, res, st)
+            alerts_err = not detect_into(detectors, res, st)
             send(("res", 0, False, len(res.flows), len(res.http), len(res.alerts), alerts_err,
                   st.flows_held, _grouped(res, parts)))
         elif op == "parts":
@@ -140,16 +149,6 @@ def _grouped(res, parts: dict[str, int]) -> dict:
             lst = out[g] = []
         lst.append((key, value))
     return out
-
-
-def _detect(detectors, res, st) -> bool:
-    if detectors is None or not (res.flows or res.http):
-        return False
-    try:
-        res.alerts = detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS)
-        return False
-    except Exception:  # their state store is down: the records still go
-        return True
 
 
 # -- the Faust process' side ---------------------------------------------------------------------
@@ -302,20 +301,8 @@ class RemoteRuntime:
             self._publish(encoded)
 
     def _gap(self, tp, o: ROwned, offset: int, expected: int) -> None:
-        from stream_app import worker as w
-        now = time.monotonic()
-        if o.gap_since is None:
-            o.gap_since = now
-            self.stats["offset_gaps"] += 1
-            log.info("batch after a gap in offsets: seeking back",
-                     extra={"partition": o.name, "expected": expected, "got": offset})
-        elif now - o.gap_since >= w.GAP_WAIT:
-            self.stats["offsets_lost"] += offset - expected
-            log.error("offsets missing from the packet topic (retention?): their packets are "
-                      "lost", extra={"partition": o.name, "from": expected, "to": offset - 1})
-            o.force = True
-        else:
-            self.stats["batches_dropped_out_of_order"] += 1
+        if gap_verdict(o, offset, expected, self.stats):
+            o.force = True  # a real gap: the core process applies the batch when it is sent again
         asyncio.ensure_future(self._seek(tp, expected))
 
     async def _request(self, c: Child, msg, o: ROwned | None = None):
@@ -332,18 +319,7 @@ class RemoteRuntime:
 
     async def _take(self, tp, name: str) -> ROwned:
         t0 = time.monotonic()
-        delay = 0.1
-        while True:
-            try:
-                epoch = await asyncio.to_thread(self.store.claim, name)
-                meta, blobs = await asyncio.to_thread(self.store.load, name)
-                break
-            except Exception as exc:
-                self.stats["store_errors"] += 1
-                log.warning("state store unavailable; retrying",
-                            extra={"partition": name, "error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        epoch, meta, blobs = await claim_and_load(self.store, name, self.stats)
         tid = self._tid(tp)
         # The core process holding the fewest partitions: an even share for each.
         held = Counter(o.child.index for o in self.owned.values())

@@ -67,7 +67,6 @@ from schemas.records import PacketBatch
 from stream_app.core.processor import Results
 from stream_app.flowstate import Meta
 from stream_app.statestore import keys as state_keys
-from stream_app.worker import Runtime
 
 log = logging.getLogger("mirrorscope.kinesis")
 

@@ -52,7 +52,7 @@ class RuntimeConfig:
     """...or this many batches, whichever comes first."""
     contiguous_offsets: bool = True
     """Kafka: every offset holds a batch, so a jump means a batch fetched before a rebalance
-    (see Runtime._gap_ok). Kinesis sequence numbers jump by design: False."""
+    (see gap_verdict). Kinesis sequence numbers jump by design: False."""
     idle_advance: float = 30.0
     """A partition that has received nothing for this many wall-clock seconds moves its
     capture clock on by the time passed, so that idle flows end even when no later packet
@@ -96,19 +96,7 @@ class Runtime:
     # -- ownership ----------------------------------------------------------------------------
     async def _take(self, tp, name: str) -> Owned:
         t0 = time.monotonic()
-        delay = 0.1
-        while True:
-            # Without its state a partition cannot go on: wait for the store, however long.
-            try:
-                epoch = await asyncio.to_thread(self.store.claim, name)
-                meta, blobs = await asyncio.to_thread(self.store.load, name)
-                break
-            except Exception as exc:
-                self.stats["store_errors"] += 1
-                log.warning("state store unavailable; retrying",
-                            extra={"partition": name, "error": repr(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        epoch, meta, blobs = await claim_and_load(self.store, name, self.stats)
         try:
             st = PartitionState.restore(name, self.core, self.codec, meta, blobs)
         except StateError as exc:
@@ -147,7 +135,7 @@ class Runtime:
         async with o.lock:
             st = o.state
             if self.rt.contiguous_offsets and st.offset >= 0 and offset > st.offset + 1 \
-                    and not self._gap_ok(o, offset):
+                    and not gap_verdict(o, offset, st.offset + 1, self.stats):
                 return GAP
             res = st.apply(offset, batch)
             o.pending.append(handle)
@@ -174,12 +162,8 @@ class Runtime:
             return res
 
     def _detect(self, res: Results, st: PartitionState) -> None:
-        if self.detectors is not None and (res.flows or res.http):
-            try:
-                res.alerts = self.detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS)
-            except Exception as exc:  # their state store is down: the records still go
-                self.stats["detect_errors"] += 1
-                log.warning("detectors skipped a batch", extra={"error": repr(exc)})
+        if not detect_into(self.detectors, res, st):
+            self.stats["detect_errors"] += 1
 
     async def finish(self, tp, handle) -> Results | None:
         """End of ``tp``'s input (a Kinesis shard closed by resharding, read to its end):
@@ -195,29 +179,6 @@ class Runtime:
             o.pending.append(handle)
             self._count(res)
             return res
-
-    def _gap_ok(self, o: Owned, offset: int) -> bool:
-        """A batch after a gap in offsets. Our packet topics have none (an idempotent producer
-        without transactions, no compaction), so this is a batch fetched before a rebalance
-        that outlived it: applying it would skip the batches in between. The adapter seeks
-        back and this batch is dropped. Only a gap that lasts GAP_WAIT seconds after the seek
-        is real (retention deleted what this partition's state still needed): counted as loss,
-        then accepted."""
-        now = time.monotonic()
-        if o.gap_since is None:
-            o.gap_since = now
-            self.stats["offset_gaps"] += 1
-            log.info("batch after a gap in offsets: seeking back",
-                     extra={"partition": o.name, "expected": o.state.offset + 1, "got": offset})
-            return False
-        if now - o.gap_since < GAP_WAIT:
-            self.stats["batches_dropped_out_of_order"] += 1
-            return False
-        self.stats["offsets_lost"] += offset - o.state.offset - 1
-        log.error("offsets missing from the packet topic (retention?): their packets are lost",
-                  extra={"partition": o.name, "from": o.state.offset + 1, "to": offset - 1})
-        o.gap_since = None
-        return True
 
     def _count(self, res: Results) -> None:
         self.stats["flow_records"] += len(res.flows)
@@ -326,6 +287,61 @@ class Runtime:
     # -- metrics ------------------------------------------------------------------------------
     def flows_held(self) -> int:
         return sum(o.state.flows_held for o in self.owned.values())
+
+
+async def claim_and_load(store, name: str, stats: Counter) -> tuple[int, bytes | None, dict]:
+    """Take partition ``name`` over in the store and read its state: (epoch, meta, blobs).
+    Without its state a partition cannot go on: this waits for the store, however long."""
+    delay = 0.1
+    while True:
+        try:
+            epoch = await asyncio.to_thread(store.claim, name)
+            meta, blobs = await asyncio.to_thread(store.load, name)
+            return epoch, meta, blobs
+        except Exception as exc:
+            stats["store_errors"] += 1
+            log.warning("state store unavailable; retrying",
+                        extra={"partition": name, "error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def gap_verdict(o, offset: int, expected: int, stats: Counter) -> bool:
+    """Whether to apply a batch at ``offset`` where ``expected`` is due (``o``: the partition,
+    with ``name`` and ``gap_since``). Our packet topics have no gaps (an idempotent producer
+    without transactions, no compaction), so this is a batch fetched before a rebalance that
+    outlived it: applying it would skip the batches in between. The adapter seeks back and
+    this batch is dropped. Only a gap that lasts GAP_WAIT seconds after the seek is real
+    (retention deleted what this partition's state still needed): counted as loss, then
+    accepted."""
+    now = time.monotonic()
+    if o.gap_since is None:
+        o.gap_since = now
+        stats["offset_gaps"] += 1
+        log.info("batch after a gap in offsets: seeking back",
+                 extra={"partition": o.name, "expected": expected, "got": offset})
+        return False
+    if now - o.gap_since < GAP_WAIT:
+        stats["batches_dropped_out_of_order"] += 1
+        return False
+    stats["offsets_lost"] += offset - expected
+    log.error("offsets missing from the packet topic (retention?): their packets are lost",
+              extra={"partition": o.name, "from": expected, "to": offset - 1})
+    o.gap_since = None
+    return True
+
+
+def detect_into(detectors, res: Results, st: PartitionState) -> bool:
+    """Run the detectors over ``res`` (setting its alerts); False when their state store
+    failed, in which case the records still go, without alerts."""
+    if detectors is None or not (res.flows or res.http):
+        return True
+    try:
+        res.alerts = detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS)
+        return True
+    except Exception as exc:
+        log.warning("detectors skipped a batch", extra={"error": repr(exc)})
+        return False
 
 
 def encode_results(res: Results) -> list[tuple[str, bytes, bytes]]:

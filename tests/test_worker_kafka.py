@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import subprocess
 import time
 import uuid
