@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from stream_app.worker_cli import _load_config
+from stream_app.sink_cli import _load_config
+from stream_app.worker_cli import state_options
 
 log = logging.getLogger("mirrorscope.kinesis")
 
@@ -121,17 +122,7 @@ async def _serve(consumer, metrics, bind: str, health_port: int | None,
 @click.option("--poll-interval", envvar="MIRRORSCOPE_KINESIS_POLL_INTERVAL", default=1.0,
               show_default=True, type=float,
               help="Seconds to wait after an empty GetRecords.")
-@click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL", default="redis://127.0.0.1:6379/0",
-              show_default=True, help="redis:// or rediss:// (TLS); user:password@ for AUTH.")
-@click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
-              help="Redis Cluster (keys are hash-tagged).")
-@click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None)
-@click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
-              type=click.Path(exists=True, dir_okay=False), help="CA bundle for rediss://.")
-@click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
-              type=click.Path(exists=True, dir_okay=False),
-              help="File holding the key that signs flow state in Redis "
-                   "(or MIRRORSCOPE_STATE_KEY); the same for every worker.")
+@state_options
 @click.option("--out", "out_dir", envvar="MIRRORSCOPE_KINESIS_OUT", default=None,
               type=click.Path(file_okay=False, path_type=Path),
               help="Write results to DIR/flows.jsonl, http.jsonl, alerts.jsonl (appended, "
@@ -144,19 +135,6 @@ async def _serve(consumer, metrics, bind: str, health_port: int | None,
               show_default=True)
 @click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
               show_default=True)
-@click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL", default=1.0,
-              show_default=True, type=float, help="Seconds between state snapshots.")
-@click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
-              show_default=True, type=float,
-              help="Wall-clock seconds of silence after which a shard's idle flows end.")
-@click.option("--http/--no-http", "http", default=True, show_default=True,
-              help="Extract HTTP/1.x transactions.")
-@click.option("--keep-credentials", is_flag=True,
-              help="Keep Authorization and cookie values (redacted by default).")
-@click.option("--detect/--no-detect", "detect", default=True, show_default=True,
-              help="Run the detectors, with their state shared in Redis.")
-@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Detector thresholds (JSON/YAML; docs/detectors/).")
 @click.option("--bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True,
               help="Address of the health and metrics endpoints.")
 @click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,
@@ -205,17 +183,13 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
 
     from botocore.exceptions import NoRegionError
 
-    from stream_app.core.detectors import Detectors
-    from stream_app.core.http import HttpConfig
-    from stream_app.core.l7 import L7Config
     from stream_app.core.processor import CoreConfig
     from stream_app.flowstate import Codec
     from stream_app.kinesis_consumer import (
         ConsumerConfig, KinesisConsumer, make_kinesis_client)
     from stream_app.outputs import FolderResults, KafkaResults
-    from stream_app.statestore import RedisConfig, RedisStore, connect
     from stream_app.worker import Runtime, RuntimeConfig
-    from stream_app.worker_cli import _redact, _state_key
+    from stream_app.worker_cli import _redact, state_setup
 
     loop = asyncio.get_running_loop()
     # boto3 and Redis calls run in threads: one GetRecords per owned shard may be in flight.
@@ -224,22 +198,12 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         kinesis = make_kinesis_client(region, endpoint_url)
     except NoRegionError:
         raise click.UsageError("no AWS region: --region, or AWS_REGION") from None
-    key = _state_key(state_key_file)
-    client = connect(RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
-                                 ssl_ca_certs=redis_ca))
-    store = RedisStore(client)
-    detectors = dstate = None
-    if detect:
-        from stream_app.cli import _detect_config
-        from stream_app.detectstate import RedisDetectorState
-        dcfg = _detect_config(Path(detect_config) if detect_config else None)
-        dstate = RedisDetectorState(client, prefix=f"md:{app_name}")
-        detectors = Detectors(dcfg, state=dstate)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None),
+    st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
+                     keep_credentials, detect, detect_config, detect_prefix=f"md:{app_name}")
+    runtime = Runtime(st.store, Codec(st.key), CoreConfig(l7=st.l7, detect=None),
                       RuntimeConfig(checkpoint_interval=checkpoint_interval,
                                     idle_advance=idle_advance, contiguous_offsets=False),
-                      detectors=detectors)
+                      detectors=st.detectors)
     if out_dir is not None:
         outputs = FolderResults(out_dir)
     else:
@@ -253,8 +217,8 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     cfg = ConsumerConfig(stream=stream, app_name=app_name, worker_id=worker_id,
                          lease_ms=lease_ms, shard_refresh=shard_refresh,
                          poll_interval=poll_interval)
-    consumer = KinesisConsumer(cfg, runtime, outputs, client, kinesis)
-    metrics = KinesisMetrics(consumer, store, dstate)
+    consumer = KinesisConsumer(cfg, runtime, outputs, st.redis, kinesis)
+    metrics = KinesisMetrics(consumer, st.store, st.detect_state)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -6,21 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 import click
 
+from stream_app.sink_cli import _load_config
+
 log = logging.getLogger("mirrorscope.worker")
-
-
-def _load_config(ctx: click.Context, _param, path):
-    if path:
-        import yaml
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise click.BadParameter("must be a YAML mapping", param_hint="--config")
-        ctx.default_map = {str(k).replace("-", "_"): v for k, v in data.items()}
-    return path
 
 
 class Metrics:
@@ -86,6 +78,84 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def state_options(f):
+    """The options `worker` and `kinesis-worker` share: where the state lives (Redis, and the
+    key that signs it), how often it is checkpointed, and what the core runs."""
+    opts = [
+        click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL",
+                     default="redis://127.0.0.1:6379/0", show_default=True,
+                     help="redis:// or rediss:// (TLS); user:password@ for AUTH."),
+        click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
+                     help="Redis Cluster (keys are hash-tagged by partition)."),
+        click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
+                     help="AUTH password (or in the URL)."),
+        click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle for rediss://."),
+        click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="File holding the key that signs flow state in Redis "
+                          "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the "
+                          "same key."),
+        click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL",
+                     default=1.0, show_default=True, type=float,
+                     help="Seconds between state snapshots."),
+        click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
+                     show_default=True, type=float,
+                     help="Wall-clock seconds of silence after which a partition's (or "
+                          "shard's) idle flows end."),
+        click.option("--http/--no-http", "http", default=True, show_default=True,
+                     help="Extract HTTP/1.x transactions."),
+        click.option("--keep-credentials", is_flag=True,
+                     help="Keep Authorization and cookie values (redacted by default)."),
+        click.option("--detect/--no-detect", "detect", default=True, show_default=True,
+                     help="Run the detectors, with their state shared in Redis."),
+        click.option("--detect-config", type=click.Path(exists=True, dir_okay=False),
+                     default=None, help="Detector thresholds (JSON/YAML; docs/detectors/)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@dataclass
+class StateSetup:
+    """What `state_options` describe, connected: the Redis settings, client and store, the state key,
+    the core's HTTP settings, and the detectors with their state in Redis (or None)."""
+
+    redis_config: object
+    redis: object
+    store: object
+    key: bytes
+    l7: object
+    detectors: object
+    detect_state: object
+
+
+def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
+                keep_credentials, detect, detect_config, detect_prefix: str) -> StateSetup:
+    from pathlib import Path
+
+    from stream_app.cli import _detect_config
+    from stream_app.core.detectors import Detectors
+    from stream_app.core.http import HttpConfig
+    from stream_app.core.l7 import L7Config
+    from stream_app.detectstate import RedisDetectorState
+    from stream_app.statestore import RedisConfig, RedisStore, connect
+
+    key = _state_key(state_key_file)
+    rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
+                       ssl_ca_certs=redis_ca)
+    client = connect(rcfg)
+    detectors = dstate = None
+    if detect:
+        dcfg = _detect_config(Path(detect_config) if detect_config else None)
+        dstate = RedisDetectorState(client, prefix=detect_prefix)
+        detectors = Detectors(dcfg, state=dstate)
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    return StateSetup(rcfg, client, RedisStore(client), key, l7, detectors, dstate)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
               expose_value=False, help="YAML settings (keys = these options' names).")
@@ -102,31 +172,7 @@ class Metrics:
               show_default=True)
 @click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
               show_default=True)
-@click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL", default="redis://127.0.0.1:6379/0",
-              show_default=True, help="redis:// or rediss:// (TLS); user:password@ for AUTH.")
-@click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
-              help="Redis Cluster (keys are hash-tagged by partition).")
-@click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
-              help="AUTH password (or in the URL).")
-@click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
-              type=click.Path(exists=True, dir_okay=False), help="CA bundle for rediss://.")
-@click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
-              type=click.Path(exists=True, dir_okay=False),
-              help="File holding the key that signs flow state in Redis "
-                   "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the same key.")
-@click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL", default=1.0,
-              show_default=True, type=float, help="Seconds between state snapshots.")
-@click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
-              show_default=True, type=float,
-              help="Wall-clock seconds of silence after which a partition's idle flows end.")
-@click.option("--http/--no-http", "http", default=True, show_default=True,
-              help="Extract HTTP/1.x transactions.")
-@click.option("--keep-credentials", is_flag=True,
-              help="Keep Authorization and cookie values (redacted by default).")
-@click.option("--detect/--no-detect", "detect", default=True, show_default=True,
-              help="Run the detectors, with their state shared in Redis.")
-@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Detector thresholds (JSON/YAML; docs/detectors/).")
+@state_options
 @click.option("--web-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,
               type=int, help="Port of /healthz, /readyz (and /metrics).")
 @click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", default=None, type=int,
@@ -163,48 +209,32 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     Per-flow state lives in Redis, written with each partition's offset, so a worker may be
     killed at any moment and its successor neither loses a flow nor counts one twice."""
     from collectors.logs import setup as setup_logs
-    from stream_app.core.detectors import Detectors
-    from stream_app.core.http import HttpConfig
-    from stream_app.core.l7 import L7Config
     from stream_app.core.processor import CoreConfig
     from stream_app.faust_app import WorkerSettings, build_app
     from stream_app.flowstate import Codec
-    from stream_app.statestore import RedisConfig, RedisStore, connect
     from stream_app.worker import Runtime, RuntimeConfig
 
     setup_logs(log_level, component="worker")
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(logging.WARNING if log_level != "debug" else logging.DEBUG)
-    key = _state_key(state_key_file)
-    rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
-                       ssl_ca_certs=redis_ca)
-    client = connect(rcfg)
-    store = RedisStore(client)
-    detectors = dstate = None
-    if detect:
-        from stream_app.cli import _detect_config
-        from stream_app.detectstate import RedisDetectorState
-        from pathlib import Path
-        dcfg = _detect_config(Path(detect_config) if detect_config else None)
-        dstate = RedisDetectorState(client, prefix=f"md:{group}")
-        detectors = Detectors(dcfg, state=dstate)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
+                     keep_credentials, detect, detect_config, detect_prefix=f"md:{group}")
+    core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
         from stream_app.coreproc import RemoteRuntime
-        runtime = RemoteRuntime(store, key, CoreConfig(l7=l7, detect=None), processes, rt,
-                                detect=detectors.config if detectors else None,
-                                redis_cfg=rcfg, detect_prefix=f"md:{group}")
+        runtime = RemoteRuntime(st.store, st.key, core, processes, rt,
+                                detect=st.detectors.config if st.detectors else None,
+                                redis_cfg=st.redis_config, detect_prefix=f"md:{group}")
     else:
-        runtime = Runtime(store, Codec(key), CoreConfig(l7=l7, detect=None), rt,
-                          detectors=detectors)
+        runtime = Runtime(st.store, Codec(st.key), core, rt, detectors=st.detectors)
     s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
                        topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
                        web_port=web_port, web_bind=web_bind, datadir=datadir,
                        security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
                        sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
                        ssl_cafile=kafka_ca, session_timeout=session_timeout)
-    metrics = Metrics(store, dstate)
+    metrics = Metrics(st.store, st.detect_state)
     if metrics_port is not None and metrics_port != web_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, addr=web_bind, registry=metrics.registry)
