@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from stream_app.sink_cli import _load_config
+from stream_app.sink_cli import _load_config, result_topic_options
 from stream_app.worker_cli import state_options
 
 log = logging.getLogger("mirrorscope.kinesis")
@@ -129,12 +129,7 @@ async def _serve(consumer, metrics, bind: str, health_port: int | None,
                    "fsync'ed at each checkpoint).")
 @click.option("--kafka-bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default=None,
               help="...or publish them to the Kafka result topics (as `mirrorscope worker`).")
-@click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
-              show_default=True)
-@click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
-              show_default=True)
-@click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-              show_default=True)
+@result_topic_options
 @click.option("--bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True,
               help="Address of the health and metrics endpoints.")
 @click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,

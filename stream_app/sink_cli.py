@@ -196,6 +196,23 @@ def _load_config(ctx: click.Context, _param, path):
     return path
 
 
+# The result topics, as the workers publish them and the sinks read them.
+RESULT_TOPIC_OPTIONS = [
+    click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
+                 show_default=True, help="Flow records (schemas.records.FlowRecord)."),
+    click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
+                 show_default=True, help="HTTP transactions (schemas.records.HttpTransaction)."),
+    click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
+                 show_default=True, help="Alert records (schemas.records.Alert)."),
+]
+
+
+def result_topic_options(f):
+    for o in reversed(RESULT_TOPIC_OPTIONS):
+        f = o(f)
+    return f
+
+
 def _common(f):
     opts = [
         click.option("--config", type=click.Path(dir_okay=False), callback=_load_config,
@@ -205,12 +222,7 @@ def _common(f):
                      show_default=True, help="Kafka bootstrap servers."),
         click.option("--group", envvar="MIRRORSCOPE_KAFKA_GROUP", default=None,
                      help="Consumer group [default: mirrorscope-sink-<name>]."),
-        click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
-                     show_default=True),
-        click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
-                     show_default=True),
-        click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-                     show_default=True, help="Alert records (schemas.records.Alert)."),
+        *RESULT_TOPIC_OPTIONS,
         click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", type=int, default=None,
                      help="Serve GET /healthz on this port."),
         click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", type=int, default=None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import click
 
-from stream_app.sink_cli import _load_config
+from stream_app.sink_cli import _load_config, result_topic_options
 
 log = logging.getLogger("mirrorscope.worker")
 
@@ -166,12 +166,7 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
 @click.option("--packet-topic", envvar=["MIRRORSCOPE_TOPIC_PACKETS", "MIRRORSCOPE_KAFKA_TOPIC"],
               default="mirrorscope.packets",
               show_default=True, help="The collectors' topic.")
-@click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
-              show_default=True)
-@click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
-              show_default=True)
-@click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-              show_default=True)
+@result_topic_options
 @state_options
 @click.option("--web-port", envvar="MIRRORSCOPE_HEALTH_PORT", default=8081, show_default=True,
               type=int, help="Port of /healthz, /readyz (and /metrics).")

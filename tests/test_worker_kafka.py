@@ -123,6 +123,13 @@ class Env:
         self.workers.append(w)
         return w.start()
 
+    def two_workers(self) -> tuple[Worker, Worker]:
+        """w1 and w2, once each owns two of the four partitions."""
+        w1, w2 = self.worker("w1"), self.worker("w2")
+        w1.wait_ready(), w2.wait_ready()
+        wait_for(lambda: owns(w1, 2) and owns(w2, 2), "2 partitions each", workers=self.workers)
+        return w1, w2
+
     def replay(self, *paths, end_marker: bool) -> dict:
         args = [MIRRORSCOPE, "collect", "--transport", "kafka", "--kafka-bootstrap",
                 self.bootstrap, "--kafka-topic", self.topic, "--log-level", "warning"]
@@ -221,9 +228,7 @@ def owns(w: Worker, n: int) -> bool:
 
 def test_two_workers_give_the_same_records_as_analyze(env, capture):
     parts, ref = capture
-    w1, w2 = env.worker("w1"), env.worker("w2")
-    w1.wait_ready(), w2.wait_ready()
-    wait_for(lambda: owns(w1, 2) and owns(w2, 2), "2 partitions each", workers=env.workers)
+    w1, w2 = env.two_workers()
     first = env.replay(parts[0], end_marker=False)
     env.wait_committed()
     # Garbage on the packet topic, mid-stream (not a PacketBatch): counted and dropped, never
@@ -272,9 +277,7 @@ def test_adding_and_removing_a_worker_mid_stream_changes_no_result(env, capture)
 
 def test_sigkill_mid_capture_loses_nothing_and_counts_nothing_twice(env, capture):
     parts, ref = capture
-    w1, w2 = env.worker("w1"), env.worker("w2")
-    w1.wait_ready(), w2.wait_ready()
-    wait_for(lambda: owns(w1, 2) and owns(w2, 2), "2 partitions each", workers=env.workers)
+    w1, w2 = env.two_workers()
     env.replay(parts[0], end_marker=False)
     env.wait_committed()
     before = w1.stats()["packet_records"]
@@ -302,9 +305,7 @@ def test_redis_restart_while_workers_run(env, capture, redis_server):
     if not redis_server.controllable:
         pytest.skip("needs the local Redis launcher (an external Redis cannot be restarted)")
     parts, ref = capture
-    w1, w2 = env.worker("w1"), env.worker("w2")
-    w1.wait_ready(), w2.wait_ready()
-    wait_for(lambda: owns(w1, 2) and owns(w2, 2), "2 partitions each", workers=env.workers)
+    w1, w2 = env.two_workers()
     env.replay(parts[0], end_marker=False)
     env.wait_committed()
     redis_server.stop()  # nothing is persisted: it comes back empty
