@@ -123,9 +123,7 @@ def serve(conn, key: bytes, core: CoreConfig, detect, redis_cfg, detect_prefix: 
                 send(("error", str(exc)))
         elif op == "snapshot":
             st = states[tid]
-            if msg[2]:  # full: the store lost what it had
-                st._written.clear()
-            snap = st.snapshot()
+            snap = st.snapshot(full=msg[2])
             marks[tid] = snap
             send(("snap", snap.offset, snap.meta, snap.put, snap.delete))
         elif op == "saved":

@@ -192,7 +192,11 @@ class PartitionState:
         return len(self.proc.flows.flows)
 
     # -- durability -------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, full: bool = False) -> Snapshot:
+        """The flows changed since the last stored snapshot; ``full``: every flow (the store
+        lost what it had)."""
+        if full:
+            self._written.clear()
         put: dict[bytes, bytes] = {}
         marks: dict[bytes, tuple] = {}
         written = self._written

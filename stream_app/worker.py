@@ -263,8 +263,7 @@ class Runtime:
             log.warning("store had lost the partition's state; writing all of it",
                         extra={"partition": o.name})
             async with o.lock:
-                st._written.clear()
-                full = st.snapshot()
+                full = st.snapshot(full=True)
             await asyncio.to_thread(self.store.save, o.name, o.epoch, full)
             st.saved_ok(full)
 
