@@ -42,7 +42,6 @@ from stream_app.core.processor import CoreConfig
 from stream_app.flowstate import Codec, PartitionState, Snapshot, StateError
 from stream_app.statestore import Fenced, StateLost
 from stream_app.worker import (
-    EXPIRE_EVERY,
     NS,
     PublishFailed,
     RuntimeConfig,
@@ -71,7 +70,6 @@ def serve(conn, key: bytes, core: CoreConfig, detect, redis_cfg, detect_prefix: 
         detectors = Detectors(detect, state=RedisDetectorState(connect(redis_cfg),
                                                                prefix=detect_prefix))
     decode = msgspec.msgpack.Decoder(PacketBatch).decode
-    batches: Counter = Counter()
     parts: dict[str, int] = {}
     send = conn.send
     while True:
@@ -95,14 +93,7 @@ def serve(conn, key: bytes, core: CoreConfig, detect, redis_cfg, detect_prefix: 
             if res is None:
                 send(("skip",))
                 continue
-            n = 0
-            if batch is not None:
-                n = len(batch.records)
-                batches[tid] += 1
-                if batches[tid] % EXPIRE_EVERY == 0:
-                    more = st.tick()
-                    res.flows += more.flows
-                    res.http += more.http
+            n = len(batch.records) if batch is not None else 0
             alerts_err = not detect_into(detectors, res, st)
             send(("res", n, batch is None, len(res.flows), len(res.http), len(res.alerts),
                   alerts_err, st.flows_held, _grouped(res, parts)))

@@ -16,12 +16,9 @@ from collectors.source import capture_batches
 from stream_app.core.detectors import DetectConfig
 from stream_app.core.flowtable import FlowConfig
 from stream_app.core.l7 import L7Config
-from stream_app.core.processor import CoreConfig, Processor, Results
+from stream_app.core.processor import EXPIRE_EVERY, CoreConfig, Processor, Results
 from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary
 from stream_app.sinks.localfiles import JsonlWriter
-
-EXPIRE_EVERY = 8  # batches between timeout sweeps
-
 
 @dataclass
 class AnalyzeResult:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from schemas.records import PacketBatch
-from stream_app.core.processor import CoreConfig, Processor, Results
+from stream_app.core.processor import EXPIRE_EVERY, CoreConfig, Processor, Results
 
 TAG_LEN = 16
 STATE_VERSION = 1
@@ -160,6 +160,7 @@ class PartitionState:
         """The last offset applied (in memory; ``saved`` is the last one stored)."""
         self.saved = -1
         self.skipped = 0
+        self.batches = 0
         self._written: dict[bytes, tuple] = {}  # field -> mark as last written
 
     # -- processing -------------------------------------------------------------------------
@@ -174,6 +175,11 @@ class PartitionState:
             self.offset = offset
             return Results()
         res = self.proc.process(batch.records)
+        self.batches += 1
+        if self.batches % EXPIRE_EVERY == 0:  # the sweep embedded mode runs as often
+            more = self.proc.tick()
+            res.flows += more.flows
+            res.http += more.http
         if batch.end_ns:
             # A replayed capture ended: report every flow as embedded mode does at the end of
             # the file, with the capture's last time rather than this partition's.

@@ -33,7 +33,6 @@ from stream_app.statestore import Fenced, StateLost
 
 log = logging.getLogger("mirrorscope.worker")
 NS = 1_000_000_000
-EXPIRE_EVERY = 8  # batches between timeout sweeps, as in embedded mode
 GAP_WAIT = 10.0
 GAP = object()
 """What ``Runtime.apply`` returns for a batch that must be fetched again from ``expected()``."""
@@ -153,10 +152,6 @@ class Runtime:
             self.stats["batches"] += 1
             self.stats["packet_records"] += len(batch.records)
             o.batches += 1
-            if o.batches % EXPIRE_EVERY == 0:
-                more = st.tick()
-                res.flows += more.flows
-                res.http += more.http
             self._detect(res, st)
             self._count(res)
             return res

@@ -16,6 +16,12 @@ from stream_app.core.flowtable import FlowConfig, FlowTable
 from stream_app.core.l7 import L7, L7Config
 
 
+EXPIRE_EVERY = 8
+"""Batches between timeout sweeps (``tick``). Every timeout decision is also taken when a
+flow's next packet arrives, so the sweep only decides how soon an idle flow is reported,
+never what its record says."""
+
+
 @dataclass(slots=True)
 class Results:
     """What one step of the core produced, by kind."""
