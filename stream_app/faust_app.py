@@ -304,8 +304,6 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
                 continue
             if hw is not None and pos is not None:
                 runtime.lag[tp] = max(0, hw - pos)
-        if metrics is not None:
-            metrics.update(runtime)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kw):
@@ -351,7 +349,6 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
     async def prom(web, request):
         if metrics is None:
             return web.text("", status=404)
-        metrics.update(runtime)
         return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
     async def shutdown_checkpoint():

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from stream_app.sink_cli import _load_config, result_topic_options
-from stream_app.worker_cli import state_options
+from stream_app.worker_cli import runtime_metrics, state_options
 
 log = logging.getLogger("mirrorscope.kinesis")
 
@@ -33,16 +33,12 @@ class KinesisMetrics:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         c = self.consumer
-        for prefix, stats in (("mirrorscope_worker_", c.runtime.stats),
-                              ("mirrorscope_kinesis_", c.stats)):
-            for name, v in sorted(stats.items()):
-                yield CounterMetricFamily(prefix + name, name.replace("_", " "), value=v)
         trips = self.store.round_trips + c.leases.round_trips + (
             self.detect_state.round_trips if self.detect_state is not None else 0)
-        yield CounterMetricFamily("mirrorscope_worker_redis_round_trips",
-                                  "Round trips to Redis (state, leases, detectors)", value=trips)
-        yield GaugeMetricFamily("mirrorscope_worker_flows_held", "Open flows held in memory",
-                                value=c.runtime.flows_held())
+        yield from runtime_metrics(c.runtime, trips)
+        for name, v in sorted(c.stats.items()):
+            yield CounterMetricFamily("mirrorscope_kinesis_" + name, name.replace("_", " "),
+                                      value=v)
         yield GaugeMetricFamily("mirrorscope_kinesis_shards_owned", "Shard leases held",
                                 value=len(c.owned))
         yield GaugeMetricFamily("mirrorscope_kinesis_live_workers",

@@ -15,63 +15,52 @@ from stream_app.sink_cli import _load_config, result_topic_options
 log = logging.getLogger("mirrorscope.worker")
 
 
-class Metrics:
-    """Prometheus text for the runtime's counters: records/s, lag, flows held, Redis trips."""
+def runtime_metrics(runtime, round_trips: int):
+    """Prometheus families of a Runtime (or RemoteRuntime), made at each scrape from its own
+    counters: every counter as mirrorscope_worker_<name>_total, Redis round trips, flows held."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    for name, v in sorted(runtime.stats.items()):
+        yield CounterMetricFamily("mirrorscope_worker_" + name, name.replace("_", " "), value=v)
+    yield CounterMetricFamily("mirrorscope_worker_redis_round_trips",
+                              "Round trips to Redis (state, leases, detectors)", value=round_trips)
+    yield GaugeMetricFamily("mirrorscope_worker_flows_held", "Open flows held in memory",
+                            value=runtime.flows_held())
 
-    def __init__(self, store, detect_state=None):
-        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+class Metrics:
+    """The Kafka worker's Prometheus text: the runtime's families (runtime_metrics), plus
+    packet records/s since the last scrape, partitions owned and consumer lag per partition."""
+
+    def __init__(self, runtime, store, detect_state=None):
+        from prometheus_client import CollectorRegistry
+        self.runtime = runtime
         self.store = store
         self.detect_state = detect_state
-        self.registry = r = CollectorRegistry()
-        self.c = {name: Counter(f"mirrorscope_worker_{name}", help_, registry=r)
-                  for name, help_ in [
-                      ("packet_records", "Packet records applied to the core"),
-                      ("batches", "Packet batches applied"),
-                      ("batches_replayed_skipped", "Batches at or below a snapshot's offset"),
-                      ("batches_undecodable", "Packet batches dropped: not a PacketBatch"),
-                      ("batches_not_owned", "Batches of a partition revoked meanwhile"),
-                      ("flow_records", "Flow records published"),
-                      ("http_records", "HTTP transaction records published"),
-                      ("alerts", "Alerts published"),
-                      ("checkpoints", "Snapshots written to the state store"),
-                      ("checkpoint_errors", "Snapshots that failed (retried)"),
-                      ("fenced", "Partitions lost to another worker's takeover"),
-                      ("state_rewrites", "Full rewrites after the store lost its data"),
-                      ("partitions_loaded", "Partitions taken over"),
-                  ]}
-        self._seen: dict[str, float] = {}
-        self.rate = Gauge("mirrorscope_worker_packet_records_per_second",
-                          "Packet records applied per second (since the last scrape)", registry=r)
-        self.lag = Gauge("mirrorscope_worker_consumer_lag",
-                         "Batches not yet consumed, per partition", ["partition"], registry=r)
-        self.flows = Gauge("mirrorscope_worker_flows_held", "Open flows held in memory", registry=r)
-        self.owned = Gauge("mirrorscope_worker_partitions_owned", "Partitions owned", registry=r)
-        self.trips = Counter("mirrorscope_worker_redis_round_trips",
-                             "Round trips to Redis (state and detectors)", registry=r)
-        self._trips = 0
-        self._last = (None, 0)
+        self._last: tuple[float | None, int] = (None, 0)
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
-    def update(self, runtime) -> None:
+    def collect(self):
         import time
-        for name, c in self.c.items():
-            v = runtime.stats.get(name, 0)
-            d = v - self._seen.get(name, 0)
-            if d > 0:
-                c.inc(d)
-                self._seen[name] = v
-        trips = self.store.round_trips + (self.detect_state.round_trips if self.detect_state else 0)
-        if trips > self._trips:
-            self.trips.inc(trips - self._trips)
-            self._trips = trips
-        now, n = time.monotonic(), runtime.stats.get("packet_records", 0)
+
+        from prometheus_client.core import GaugeMetricFamily
+        rt = self.runtime
+        trips = self.store.round_trips + (self.detect_state.round_trips
+                                          if self.detect_state is not None else 0)
+        yield from runtime_metrics(rt, trips)
+        now, n = time.monotonic(), rt.stats.get("packet_records", 0)
         t0, n0 = self._last
-        if t0 is not None and now > t0:
-            self.rate.set((n - n0) / (now - t0))
         self._last = (now, n)
-        self.flows.set(runtime.flows_held())
-        self.owned.set(len(runtime.owned))
-        for tp, lag in list(runtime.lag.items()):
-            self.lag.labels(str(tp.partition)).set(lag)
+        yield GaugeMetricFamily("mirrorscope_worker_packet_records_per_second",
+                                "Packet records applied per second (since the last scrape)",
+                                value=(n - n0) / (now - t0) if t0 is not None and now > t0 else 0)
+        yield GaugeMetricFamily("mirrorscope_worker_partitions_owned", "Partitions owned",
+                                value=len(rt.owned))
+        lag = GaugeMetricFamily("mirrorscope_worker_consumer_lag",
+                                "Batches not yet consumed, per partition", labels=["partition"])
+        for tp, v in list(rt.lag.items()):
+            lag.add_metric([str(tp.partition)], v)
+        yield lag
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -229,7 +218,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
                        security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
                        sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
                        ssl_cafile=kafka_ca, session_timeout=session_timeout)
-    metrics = Metrics(st.store, st.detect_state)
+    metrics = Metrics(runtime, st.store, st.detect_state)
     if metrics_port is not None and metrics_port != web_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, addr=web_bind, registry=metrics.registry)

@@ -248,6 +248,13 @@ def test_two_workers_give_the_same_records_as_analyze(env, capture):
     assert s1["packet_records"] + s2["packet_records"] == sent["published"]
     assert s1.get("batches_undecodable", 0) + s2.get("batches_undecodable", 0) == 4
     assert not s1.get("offsets_lost") and not s2.get("offsets_lost")
+    # /metrics says the same as the counters, and shows the lag, flows held and partitions.
+    m = w1.metrics()
+    assert m["mirrorscope_worker_packet_records_total"] == w1.stats()["packet_records"]
+    assert m["mirrorscope_worker_partitions_owned"] == 2
+    assert m["mirrorscope_worker_flows_held"] == 0  # every flow ended with the marker
+    assert m["mirrorscope_worker_redis_round_trips_total"] > 0
+    assert any(k.startswith("mirrorscope_worker_consumer_lag{") for k in m)
     alert = next(iter(ref["alerts"].values()))
     assert alert["source"] == SCANNER and alert["targets"] == ["10.0.0.5"]
 
