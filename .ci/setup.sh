@@ -69,7 +69,8 @@ stamp=.venv/.mirrorscope-installed
 want=$(cat ".ci/requirements-$lockset.txt" pyproject.toml collectors/*.c stream_app/*.c 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "setup: installing the locked dependencies (.ci/requirements-$lockset.txt) and mirrorscope into .venv"
-  # The build's own chatter goes to a log, shown only when the install fails.
+  # The build's own chatter goes to a log, shown only when the install fails. Wheels only: an
+  # sdist would be built with an unpinned backend (every locked package has wheels today).
   if ! { .venv/bin/pip install -q --require-hashes --only-binary :all: -r ".ci/requirements-$lockset.txt" \
          && .venv/bin/pip install -q --no-deps --no-build-isolation -e . ; } > .venv/install.log 2>&1; then
     cat .venv/install.log >&2
