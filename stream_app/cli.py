@@ -8,34 +8,13 @@ from pathlib import Path
 import click
 
 from stream_app.core.flowtable import FlowConfig
-from stream_app.lazycli import LazyGroup
+from stream_app.lazycli import LazyConsole, LazyGroup, Table
 
-# rich, the decoder and the other commands are imported where they are used: `mirrorscope --help`
-# and `analyze` start without paying for what they do not run (issue #12; tests/test_cli_startup.py).
+# rich, the decoder and the other commands are imported when used, so `mirrorscope --help` and
+# `analyze` start without paying for what they do not run (issue #12; tests/test_cli_startup.py).
+err = LazyConsole(stderr=True, soft_wrap=True)
+Console = LazyConsole
 _DEFAULTS = FlowConfig()
-
-# The other commands live beside what they run, imported only when one of them is invoked:
-# name -> ("module:attribute", the one-line help `mirrorscope --help` lists).
-COMMANDS = {
-    "collect": ("collectors.collect_cli:collect",
-                "Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and "
-                "publish batches to Kafka or Kinesis..."),
-    "services": ("stream_app.services.cli:services",
-                 "Local Kafka, Redis and moto (AWS APIs) for trying the distributed mode on one machine."),
-    "sink": ("stream_app.sink_cli:sink",
-             "Deliver the stream app's results (the result topics) to AWS."),
-    "worker": ("stream_app.worker_cli:worker",
-               "Consume the packet topic with the stream core (a Faust app; one consumer group, as "
-               "many workers as the topic has partitions)..."),
-    "kinesis-worker": ("stream_app.kinesis_cli:kinesis_worker",
-                       "Consume the collectors' Kinesis stream with the stream core: shards are "
-                       "leased among the workers through Redis..."),
-}
-
-
-def _stderr():
-    from rich.console import Console
-    return Console(stderr=True, soft_wrap=True)
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
@@ -46,8 +25,7 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
     ctx.exit()
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version, whether the C fast paths are active, and the installed extras.")
 def main() -> None:
@@ -120,15 +98,14 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     if s3_bucket or cloudwatch:
         from stream_app.sinks.tee import aws_outputs
         extra = aws_outputs(s3_bucket=s3_bucket, cloudwatch=cloudwatch)
-    err = _stderr()
-    _check_out_dir(out_dir, err)
+    _check_out_dir(out_dir)
     show = err.is_terminal if progress is None else progress
     total = sum(p.stat().st_size for p in captures if p.is_file())
     try:
         if show:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
             with Progress(TextColumn("[bold]analyzing"), BarColumn(), DownloadColumn(),
-                          TimeRemainingColumn(), console=err, transient=True) as bar:
+                          TimeRemainingColumn(), console=err.get(), transient=True) as bar:
                 task = bar.add_task("read", total=total)
                 res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
                           fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7,
@@ -146,7 +123,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
         import orjson
         sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        _print_summary(res, err)
+        _print_summary(res)
 
 
 def _detect_config(path: Path | None):
@@ -161,7 +138,7 @@ def _detect_config(path: Path | None):
         raise click.BadParameter(str(exc), param_hint="--detect-config") from None
 
 
-def _check_out_dir(out_dir: Path, err) -> None:
+def _check_out_dir(out_dir: Path) -> None:
     """Refuse an unusable output folder before reading anything."""
     probe = out_dir
     while not probe.exists():
@@ -175,9 +152,7 @@ def _check_out_dir(out_dir: Path, err) -> None:
         sys.exit(2)
 
 
-def _print_summary(res, err) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_summary(res) -> None:
     out = Console()
     t = Table(title="Packets", show_header=False, title_justify="left")
     t.add_row("frames read", f"{res.frames:,}")
@@ -237,6 +212,25 @@ def _print_summary(res, err) -> None:
         err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
     out.print("wrote " + ", ".join(res.outputs.values()))
 
+
+# The other commands live beside what they run and are imported only when one of them is invoked:
+# name -> ("module:attribute", the one-line help `mirrorscope --help` lists).
+COMMANDS = {
+    "collect": ("collectors.collect_cli:collect",
+                "Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and "
+                "publish batches to Kafka or Kinesis..."),
+    "services": ("stream_app.services.cli:services",
+                 "Local Kafka, Redis and moto (AWS APIs) for trying the distributed mode on one machine."),
+    "sink": ("stream_app.sink_cli:sink",
+             "Deliver the stream app's results (the result topics) to AWS."),
+    "worker": ("stream_app.worker_cli:worker",
+               "Consume the packet topic with the stream core (a Faust app; one consumer group, as "
+               "many workers as the topic has partitions)..."),
+    "kinesis-worker": ("stream_app.kinesis_cli:kinesis_worker",
+                       "Consume the collectors' Kinesis stream with the stream core: shards are "
+                       "leased among the workers through Redis..."),
+}
+main.lazy_commands.update(COMMANDS)
 
 if __name__ == "__main__":
     main()

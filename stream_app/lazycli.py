@@ -28,6 +28,32 @@ def missing_extra(exc: ModuleNotFoundError) -> str | None:
     return EXTRA_OF.get((exc.name or "").split(".")[0])
 
 
+class LazyConsole:
+    """rich's Console, made on first use: importing rich costs ~20 ms that `--help` never needs.
+    Called like the class (``LazyConsole(stderr=True)``); any attribute makes the real one."""
+
+    def __init__(self, *args, **kwargs):
+        self._args, self._kwargs, self._console = args, kwargs, None
+
+    def get(self):
+        """The real Console (for code that needs the object itself, e.g. rich's Progress)."""
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(*self._args, **self._kwargs)
+        return self._console
+
+    def __getattr__(self, name):
+        if name in ("_args", "_kwargs", "_console"):  # before __init__ ran (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+
+def Table(*args, **kwargs):  # noqa: N802  (stands in for the class)
+    """rich.table.Table, imported on first use."""
+    from rich.table import Table as _Table
+    return _Table(*args, **kwargs)
+
+
 class LazyGroup(click.Group):
     def __init__(self, *args, lazy_commands: dict[str, tuple[str, str]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
