@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Set up everything MirrorScope needs on a fresh Debian machine (root, or sudo available):
-# the Debian packages its tests and lab use, and a virtualenv in .venv with the project
-# installed (editable, with its C fast path built) plus test tools. Safe to run again: it
-# installs only what is missing.
+# Set up MirrorScope from its lock (issue #12: every dependency pinned with hashes).
+#
+#   bash .ci/setup.sh --analyze   what `mirrorscope analyze` needs: a virtualenv in .venv with the
+#                                 base dependencies (.ci/requirements-analyze.txt) and the project
+#                                 (editable, C fast paths built in place when a compiler is there).
+#                                 No root, no Debian packages; Python >= 3.11 with venv.
+#   bash .ci/setup.sh             everything the tests need: the Debian packages the tests and the
+#                                 lab use (root, or sudo), every extra (.ci/requirements-test.txt),
+#                                 the C fast paths (required), Kafka's jars, the deploy tools.
+#
+# pip installs exactly the lock's files with --require-hashes, then the project with --no-deps
+# and without build isolation (so the build backend is the locked one too). The venv is rebuilt
+# when the lock changes, so nothing from an older lock stays behind. Refresh the lock with
+# `bash .ci/lock.sh`. Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MODE=test
+case "${1:-}" in
+  --analyze) MODE=analyze ;;
+  "") ;;
+  *) echo "usage: bash .ci/setup.sh [--analyze]" >&2; exit 2 ;;
+esac
 
 APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # the collector's tests: a real Kafka broker (Java 17, jars via Maven), ping in the lab,
@@ -20,7 +37,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 missing=()
-for p in "${APT_PACKAGES[@]}"; do
+[ "$MODE" = analyze ] && APT_PACKAGES=()  # analyze needs no Debian package
+for p in ${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,24 +50,47 @@ fi
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || { echo "setup: Python >= 3.11 is required (found $("$PY" --version))" >&2; exit 1; }
+# A venv made from another lock is rebuilt: pip adds and upgrades but never removes.
+lock_id=$(sha256sum uv.lock | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ "$(cat .venv/.mirrorscope-lock 2>/dev/null)" != "$lock_id" ]; then
+  echo "setup: .venv was installed from another lock: recreating it"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
-  "$PY" -m venv .venv
+  "$PY" -m venv .venv || { echo "setup: '$PY -m venv' failed (Debian: apt-get install python3-venv)" >&2; exit 1; }
+  echo "$lock_id" > .venv/.mirrorscope-lock
 fi
-# Reinstall when pyproject.toml or a C source changed since the last install.
+# Reinstall when the lock, pyproject.toml or a C source changed since the last install. A venv
+# set up for the tests stays a test venv (an --analyze run after it changes nothing).
+lockset=$MODE
+[ -f .venv/.mirrorscope-test ] && lockset=test
 stamp=.venv/.mirrorscope-installed
-want=$(cat pyproject.toml collectors/*.c stream_app/*.c 2>/dev/null | sha256sum | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing mirrorscope and its test tools into .venv"
-  # The build's own chatter goes to a log, shown only when the install fails.
-  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test,bench]'; } \
-      > .venv/install.log 2>&1; then
+want=$(cat ".ci/requirements-$lockset.txt" pyproject.toml collectors/*.c stream_app/*.c 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "setup: installing the locked dependencies (.ci/requirements-$lockset.txt) and mirrorscope into .venv"
+  # The build's own chatter goes to a log, shown only when the install fails. Wheels only: an
+  # sdist would be built with an unpinned backend (every locked package has wheels today).
+  if ! { .venv/bin/pip install -q --require-hashes --only-binary :all: -r ".ci/requirements-$lockset.txt" \
+         && .venv/bin/pip install -q --no-deps --no-build-isolation -e . ; } > .venv/install.log 2>&1; then
     cat .venv/install.log >&2
     echo "setup: installing into .venv failed (log above, also in .venv/install.log)" >&2
     exit 1
   fi
   echo "$want" > "$stamp"
+  if [ "$lockset" = test ]; then touch .venv/.mirrorscope-test; fi
 fi
+version=$(.venv/bin/mirrorscope --version)
+echo "setup: $version"
+if [ "$MODE" = analyze ]; then
+  echo "setup: ready for analyze (.venv/bin/mirrorscope analyze CAPTURE --out DIR)"
+  exit 0
+fi
+# The tests compare the C fast paths with the Python reference: they must be built.
+case "$version" in
+  *"C fast paths: active"*) ;;
+  *) echo "setup: the C fast paths did not build (is gcc installed?); see .venv/install.log" >&2; exit 1 ;;
+esac
 
 # Apache Kafka's jars (Maven Central) for the collector's integration tests: a single-node
 # KRaft broker that stream_app/services/kafka.py starts with `java`. Fetched into a

@@ -49,7 +49,6 @@ ROOT = BENCH.parent
 DATA = BENCH / ".data"
 CAPTURE = DATA / "mirror-http-500k.pcap"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 SENDER_C = r"""
 /* vxsend: blast pre-built UDP datagrams with sendmmsg.
@@ -150,7 +149,7 @@ def datagrams_file(limit: int) -> tuple[Path, int, float, str]:
                     continue
                 payloads.append(fr[14 + ihl + 8:])
     else:
-        from services.traffic import tcp_flows
+        from tests.services.traffic import tcp_flows
         source = "synthetic HTTP flows (tests/services/traffic.py)"
         payloads = [d.payload for d in tcp_flows(max(1, limit // 10), response_len=600)]
     with open(out, "wb") as f:
@@ -359,7 +358,7 @@ def main() -> None:
     targets = [] if args.no_null else [("null", [])]
     broker = None
     if args.kafka:
-        from services.kafka_service import LocalKafka, create_topic
+        from tests.services.kafka_service import LocalKafka, create_topic
         broker = LocalKafka(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
         broker.start()
         create_topic(broker.bootstrap, "bench.packets", 12)

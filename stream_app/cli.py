@@ -6,20 +6,28 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from collectors.capture import CaptureError
-from collectors.decode import Decoder
 from stream_app.core.flowtable import FlowConfig
+from stream_app.lazycli import LazyConsole, LazyGroup, Table
 
-err = Console(stderr=True, soft_wrap=True)
+# rich, the decoder and the other commands are imported when used, so `mirrorscope --help` and
+# `analyze` start without paying for what they do not run (issue #12; tests/test_cli_startup.py).
+err = LazyConsole(stderr=True, soft_wrap=True)
+Console = LazyConsole
 _DEFAULTS = FlowConfig()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mirrorscope")
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from stream_app.about import report
+    click.echo(report())
+    ctx.exit()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, whether the C fast paths are active, and the installed extras.")
 def main() -> None:
     """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
@@ -70,6 +78,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
     HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
+    from collectors.capture import CaptureError
+    from collectors.decode import Decoder
     from stream_app.core.http import HttpConfig
     from stream_app.core.l7 import L7Config
     from stream_app.embedded import analyze as run, payload_policy
@@ -93,8 +103,9 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     total = sum(p.stat().st_size for p in captures if p.is_file())
     try:
         if show:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
             with Progress(TextColumn("[bold]analyzing"), BarColumn(), DownloadColumn(),
-                          TimeRemainingColumn(), console=err, transient=True) as bar:
+                          TimeRemainingColumn(), console=err.get(), transient=True) as bar:
                 task = bar.add_task("read", total=total)
                 res = run(list(captures), out_dir, cfg, Decoder(payload=payload_policy(l7)),
                           fast=not pure_python, progress=lambda n: bar.advance(task, n), l7=l7,
@@ -202,19 +213,24 @@ def _print_summary(res) -> None:
     out.print("wrote " + ", ".join(res.outputs.values()))
 
 
-# The other commands live beside what they run; importing them here registers them (their
-# modules import click only, so `mirrorscope --help` stays quick).
-from collectors.collect_cli import collect  # noqa: E402
-from stream_app.services.cli import services  # noqa: E402
-from stream_app.sink_cli import sink  # noqa: E402
-from stream_app.worker_cli import worker  # noqa: E402
-from stream_app.kinesis_cli import kinesis_worker  # noqa: E402
-
-main.add_command(collect)
-main.add_command(services)
-main.add_command(sink)
-main.add_command(worker)
-main.add_command(kinesis_worker)
+# The other commands live beside what they run and are imported only when one of them is invoked:
+# name -> ("module:attribute", the one-line help `mirrorscope --help` lists).
+COMMANDS = {
+    "collect": ("collectors.collect_cli:collect",
+                "Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and "
+                "publish batches to Kafka or Kinesis..."),
+    "services": ("stream_app.services.cli:services",
+                 "Local Kafka, Redis and moto (AWS APIs) for trying the distributed mode on one machine."),
+    "sink": ("stream_app.sink_cli:sink",
+             "Deliver the stream app's results (the result topics) to AWS."),
+    "worker": ("stream_app.worker_cli:worker",
+               "Consume the packet topic with the stream core (a Faust app; one consumer group, as "
+               "many workers as the topic has partitions)..."),
+    "kinesis-worker": ("stream_app.kinesis_cli:kinesis_worker",
+                       "Consume the collectors' Kinesis stream with the stream core: shards are "
+                       "leased among the workers through Redis..."),
+}
+main.lazy_commands.update(COMMANDS)
 
 if __name__ == "__main__":
     main()

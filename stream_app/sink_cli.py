@@ -124,12 +124,12 @@ def run_s3(source: Source, sink, topic_kinds: dict[str, RecordKind], stop: threa
     try:
         while not stop.is_set():
             msgs = source.poll(poll_s)
-            if msgs:
-                last_msg = time.monotonic()
             for m in msgs:
                 rec = decoders.decode(m)
                 if rec is not None:
                     sink.add(topic_kinds[m.topic], m.topic, m.partition, m.offset, rec)
+            if msgs:  # idle = no message since the last batch was handled, not since it came
+                last_msg = time.monotonic()
             sink.poll()
             source.commit(sink.committable())
             if idle_exit_s is not None and time.monotonic() - last_msg >= idle_exit_s:
@@ -160,8 +160,6 @@ def run_cloudwatch(source: Source, sink, topic_kinds: dict[str, RecordKind],
     try:
         while not stop.is_set():
             msgs = source.poll(poll_s)
-            if msgs:
-                last_msg = time.monotonic()
             by_kind: dict[str, list] = {}
             for m in msgs:
                 rec = decoders.decode(m)
@@ -172,6 +170,8 @@ def run_cloudwatch(source: Source, sink, topic_kinds: dict[str, RecordKind],
                 sink.add(kind, recs)
             if sink.due():
                 flush_and_commit()
+            if msgs:  # idle = no message since the last batch was handled, not since it came
+                last_msg = time.monotonic()
             if idle_exit_s is not None and time.monotonic() - last_msg >= idle_exit_s:
                 break
         flush_and_commit()

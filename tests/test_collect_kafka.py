@@ -21,10 +21,11 @@ from collectors.flowkey import flow_key, partition_key
 from collectors.partition import kafka_partition, murmur2
 from collectors.source import capture_batches
 from schemas.records import PACKET_BATCH_VERSION, PacketBatch, PacketRecord
-from services.collector_proc import Collector, metric_value
-from services.fixtures import controllable_kafka, kafka_broker, kafka_topic  # noqa: F401
-from services.kafka_service import consume_all, jar_dir
-from services.traffic import capture_of, send, tcp_flows, write_pcap
+from tests.services.collector_proc import Collector, metric_value
+from tests.services.fixtures import controllable_kafka, kafka_broker, kafka_topic  # noqa: F401
+from tests.services.kafka_service import consume_all, jar_dir
+from tests.services.traffic import capture_of, send, tcp_flows, write_pcap
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "docs" / "samples" / "mirror-lab-http.pcap"
@@ -40,13 +41,13 @@ def read_topic(bootstrap: str, topic: str, expect_records: int | None = None,
     """(partition, key, PacketBatch, headers) of every message; duplicates (same collector
     and seq, which an idempotent producer should never write) fail the test."""
     deadline = time.monotonic() + timeout
-    while True:
+    out: list = []
+
+    def enough() -> bool:
         msgs = consume_all(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()))
-        out = [(m.partition, m.key, DEC.decode(m.value), dict(m.headers or [])) for m in msgs]
-        n = sum(len(b.records) for _, _, b, _ in out)
-        if expect_records is None or n >= expect_records or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+        out[:] = [(m.partition, m.key, DEC.decode(m.value), dict(m.headers or [])) for m in msgs]
+        return expect_records is None or sum(len(b.records) for _, _, b, _ in out) >= expect_records
+    wait_until(enough, timeout, interval=0.3, fail=False)  # the caller asserts on what came
     ids = [(b.collector, b.seq) for _, _, b, _ in out]
     assert len(ids) == len(set(ids)), "a batch was written twice"
     return out
@@ -170,13 +171,11 @@ def test_live_processes_share_the_port(kafka_broker, kafka_topic, tmp_path):  # 
                 s2.sendto(d.payload, ("127.0.0.1", port))
             s2.close()
         total = sent + sent_bad + 30 + 40
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def counted() -> bool:
             m = c.metrics()
-            if metric_value(m, M + "datagrams_received_total") >= total and \
-                    metric_value(m, M + "records_published_total") >= sent:
-                break
-            time.sleep(0.3)
+            return metric_value(m, M + "datagrams_received_total") >= total and \
+                metric_value(m, M + "records_published_total") >= sent
+        wait_until(counted, 30, interval=0.3, fail=False)  # the asserts below say what is short
         m = c.metrics()
         per_worker = [metric_value(m, M + "datagrams_received_total", worker=w) for w in "01"]
         assert min(per_worker) > 0, per_worker  # both processes received
@@ -292,14 +291,10 @@ def test_broker_outage_loses_only_what_exceeds_the_buffer(controllable_kafka, ka
     c.start()
 
     def wait_metric(name, target, timeout=60.0, **labels):
-        deadline = time.monotonic() + timeout
-        v = 0.0
-        while time.monotonic() < deadline:
+        def reached():
             v = metric_value(c.metrics(), M + name, **labels)
-            if v >= target:
-                return v
-            time.sleep(0.2)
-        raise AssertionError(f"{name} stayed at {v} < {target}\n{c.tail()}")
+            return v if v >= target else 0.0
+        return wait_until(reached, timeout, interval=0.2, what=f"{name} >= {target}", details=c.tail)
 
     try:
         c.wait_ready()

@@ -17,9 +17,9 @@ from collectors.flowkey import flow_key, partition_key
 from collectors.kpl import MAGIC
 from collectors.partition import kinesis_hash, kinesis_partition_key
 from schemas.records import PACKET_BATCH_VERSION, PacketBatch
-from services.collector_proc import Collector
-from services.fixtures import aws, moto_server  # noqa: F401
-from services.traffic import capture_of, tcp_flows, write_pcap
+from tests.services.collector_proc import Collector
+from tests.services.fixtures import aws, moto_server  # noqa: F401
+from tests.services.traffic import capture_of, tcp_flows, write_pcap
 
 DEC = msgspec.msgpack.Decoder(PacketBatch)
 

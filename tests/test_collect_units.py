@@ -36,8 +36,9 @@ from collectors.pipeline import Pipeline
 from collectors.publishers import NullPublisher
 from collectors.stats import Stats, reconcile
 from collectors.udp import SLOT, Receiver, open_socket, socket_drops, socket_inode
-from services.collector_proc import Collector, metric_value
-from services.traffic import send, tcp_flows
+from tests.services.collector_proc import Collector, metric_value
+from tests.services.traffic import send, tcp_flows
+from tests.waiting import wait_until
 
 M = "mirrorscope_collector_"
 A = socket.inet_aton
@@ -359,14 +360,16 @@ def test_receiver_reads_batches_with_sources(fallback):
             s.sendto(p, ("127.0.0.1", port))
         s.sendto(big, ("127.0.0.1", port))
     got, lens, srcs = [], [], []
-    deadline = time.monotonic() + 5
-    while len(lens) < 41 and time.monotonic() < deadline:
+
+    def all_in() -> bool:
         k = rx.recv()
         ls = rx.lengths(k)
         for i in range(k):
             lens.append(ls[i])
             got.append(bytes(rx.buf[i * SLOT:i * SLOT + max(0, ls[i])]))
-        srcs += rx.sources(k)
+        srcs.extend(rx.sources(k))
+        return len(lens) >= 41
+    wait_until(all_in, 5, interval=0, fail=False)  # the asserts below say what is missing
     sock.close()
     assert got[:40] == payloads
     assert lens[40] == -1  # too big for a slot: reported, not silently cut
@@ -382,10 +385,12 @@ def test_dual_stack_socket_reports_ipv4_sources_as_4_bytes():
         a.sendto(b"four", ("127.0.0.1", port))
         b.sendto(b"sixteen", ("::1", port))
     got = []
-    deadline = time.monotonic() + 5
-    while len(got) < 2 and time.monotonic() < deadline:
+
+    def both_in() -> bool:
         k = rx.recv()
-        got += list(zip(rx.lengths(k), rx.sources(k)))
+        got.extend(zip(rx.lengths(k), rx.sources(k)))
+        return len(got) >= 2
+    wait_until(both_in, 5, interval=0, fail=False)  # the assert below says what is missing
     sock.close()
     assert sorted(got) == [(4, A("127.0.0.1")), (7, socket.inet_pton(socket.AF_INET6, "::1"))]
 
@@ -436,25 +441,20 @@ def test_a_killed_worker_is_restarted_and_its_counts_kept(tmp_path):
         c.wait_ready(workers=2)
         first = tcp_flows(200, seed=1)
         send(first, "127.0.0.1", port)
-        deadline = time.monotonic() + 20
-        while metric_value(c.metrics(), M + "records_published_total") < len(first):
-            assert time.monotonic() < deadline, c.tail()
-            time.sleep(0.2)
+        wait_until(lambda: metric_value(c.metrics(), M + "records_published_total") >= len(first),
+                   20, interval=0.2, what="the first flows published", details=c.tail)
         victim = c.events("receiving")[0]["pid"]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while metric_value(c.metrics(), M + "worker_restarts_total") < 1 or \
-                len(c.events("receiving")) < 3:
-            assert time.monotonic() < deadline, c.tail()
-            time.sleep(0.2)
+        wait_until(lambda: metric_value(c.metrics(), M + "worker_restarts_total") >= 1
+                   and len(c.events("receiving")) >= 3,
+                   20, interval=0.2, what="the killed worker replaced", details=c.tail)
         code, _ = c.health()
         assert code == 200
         second = tcp_flows(200, seed=2, client_net="10.2.0.0")
         send(second, "127.0.0.1", port)
-        deadline = time.monotonic() + 20
-        while metric_value(c.metrics(), M + "records_published_total") < len(first) + len(second):
-            assert time.monotonic() < deadline, c.tail()
-            time.sleep(0.2)
+        wait_until(lambda: metric_value(c.metrics(), M + "records_published_total")
+                   >= len(first) + len(second),
+                   20, interval=0.2, what="the second flows published", details=c.tail)
     finally:
         s = c.stop()
     t = s["totals"]
@@ -472,10 +472,11 @@ def test_unreachable_kafka_keeps_the_collector_up_but_unhealthy(tmp_path):
                    "--metrics-port", "0"], tmp_path,
                   env={"MIRRORSCOPE_KAFKA_METADATA_TIMEOUT_S": "1"}).start()
     try:
-        deadline = time.monotonic() + 30
-        while c.port_of("health") is None or not c.events("destination not ready; retrying"):
-            assert time.monotonic() < deadline and c.proc.poll() is None, c.tail()
-            time.sleep(0.2)
+        def retrying() -> bool:
+            assert c.proc.poll() is None, c.tail()
+            return c.port_of("health") is not None and bool(c.events("destination not ready; retrying"))
+        wait_until(retrying, 30, interval=0.2, what="the collector retrying the broker",
+                   details=c.tail)
         code, body = c.health()
         assert code == 503 and json.loads(body)["status"] == "unavailable"
     finally:

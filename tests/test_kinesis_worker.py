@@ -39,6 +39,7 @@ from tests.services.collector_proc import MIRRORSCOPE
 from tests.services.fixtures import kafka_broker  # noqa: F401
 from tests.services.worker_proc import Worker
 from tests.test_worker_kafka import SCANNER, capture  # noqa: F401  (the module's capture fixture)
+from tests.waiting import wait_until, wait_until_async
 
 LEASE_MS = 3000
 KINDS = ("flows", "http", "alerts")
@@ -147,20 +148,19 @@ class Env:
         from stream_app.statestore import keys
         want = self.last_sequence_numbers()
         r = redis.Redis.from_url(self.redis_url)
-        deadline = time.monotonic() + timeout
         got: dict = {}
+
+        def checkpointed() -> bool:
+            for sid in want:
+                meta = r.get(keys(f"{self.app}:{self.stream}:{sid}")[1])
+                got[sid] = (msgspec.msgpack.decode(meta, type=Meta).offset >> 16
+                            if meta else -1)
+            return all(got[s] >= n for s, n in want.items())
         try:
-            while time.monotonic() < deadline:
-                for sid in want:
-                    meta = r.get(keys(f"{self.app}:{self.stream}:{sid}")[1])
-                    got[sid] = (msgspec.msgpack.decode(meta, type=Meta).offset >> 16
-                                if meta else -1)
-                if all(got[s] >= n for s, n in want.items()):
-                    return
-                time.sleep(0.2)
+            wait_until(checkpointed, timeout, interval=0.2,
+                       what=f"checkpoints at {want}", details=lambda: f"got {got}\n" + self.tails())
         finally:
             r.close()
-        raise AssertionError(f"not checkpointed: {got} < {want}\n" + self.tails())
 
     def tails(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.tail(15)}" for w in self.workers)
@@ -175,12 +175,13 @@ class Env:
         return got
 
     def wait_results(self, ref: dict, timeout: float = 60.0) -> dict[str, dict]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = {k: self.merged(k) for k in KINDS}
-            if all(set(got[k]) >= set(ref[k]) for k in ref) or time.monotonic() > deadline:
-                return got
-            time.sleep(0.5)
+        got: dict[str, dict] = {}
+
+        def all_there() -> bool:
+            got.update({k: self.merged(k) for k in KINDS})
+            return all(set(got[k]) >= set(ref[k]) for k in ref)
+        wait_until(all_there, timeout, interval=0.5, fail=False)  # the caller compares
+        return got
 
 
 @pytest.fixture
@@ -201,12 +202,7 @@ def owns(w: KinesisWorker, n: int) -> bool:
 
 
 def wait_for(cond, what: str, env: Env, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n" + env.tails())
+    wait_until(cond, timeout, interval=0.2, what=what, details=env.tails)
 
 
 def assert_same(env: Env, ref: dict, kinds=KINDS) -> None:
@@ -269,10 +265,7 @@ def test_sigkill_the_survivor_takes_the_shards_over(env, capture):  # noqa: F811
     def working() -> bool:
         seen.update(w1.stats())
         return seen.get("packet_records", 0) > before
-    deadline = time.monotonic() + 30
-    while not working():
-        assert time.monotonic() < deadline, env.tails()
-        time.sleep(0.05)
+    wait_until(working, 30, interval=0.05, what="worker 1 to process packets", details=env.tails)
     w1.kill()
     t_kill = time.monotonic()
     out, _ = collector.communicate(timeout=120)
@@ -538,12 +531,10 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
                             runtime, out, r, k)
         stop = asyncio.Event()
         task = asyncio.create_task(c.run(stop))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            if runtime.stats["packet_records"] >= published and parent in c.finished \
-                    and len(c.owned) == 3 and not any(runtime.due(tp) for tp in runtime.owned):
-                break
+        await wait_until_async(
+            lambda: runtime.stats["packet_records"] >= published and parent in c.finished
+            and len(c.owned) == 3 and not any(runtime.due(tp) for tp in runtime.owned),
+            30, interval=0.2, fail=False)  # the asserts below say which part is missing
         stop.set()
         await task
         out.close()

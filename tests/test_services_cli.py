@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 from stream_app.services.kafka import jars_present, port_open
 from stream_app.services.redis import redis_server_exe
+from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")
 TOPICS = {"mirrorscope.packets", "mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts"}
@@ -130,9 +131,7 @@ def test_up_status_down(sdir):
 
     # a service that died: status says so (exit 1), `up` starts only it, on the same port
     os.kill(pids["redis"], signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while port_open(sv["redis"]["port"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not port_open(sv["redis"]["port"]), 5, interval=0.05, fail=False)
     s = cli("status", "--dir", str(sdir), "--json", check=False)
     assert s.returncode == 1 and json.loads(s.stdout)["status"]["redis"] == "down"
     again = json.loads(cli("up", "--dir", str(sdir), "--json").stdout)
@@ -149,10 +148,7 @@ def test_up_status_down(sdir):
     for n, e in sv.items():
         assert not port_open(e["port"]), n
     for n, pid in pids.items():
-        deadline = time.monotonic() + 5
-        while not gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert gone(pid), n
+        wait_until(lambda: gone(pid), 5, interval=0.05, what=f"{n} (pid {pid}) to exit")
     assert (sdir / "kafka" / "data").is_dir()  # data kept without --purge
     s = cli("status", "--dir", str(sdir))
     assert "no services running" in s.stdout

@@ -27,6 +27,7 @@ from tests.services.fixtures import kafka_broker  # noqa: F401
 from tests.services.traffic import (
     Datagram, capture_of, ether, ipv4, tcp, tcp_flows, vxlan, write_pcap)
 from tests.services.worker_proc import Worker
+from tests.waiting import wait_until
 
 PARTS = 3
 STEP_NS = 30_000_000  # 30 ms between packets: ~2 min of capture time
@@ -164,44 +165,38 @@ class Env:
     def wait_committed(self, timeout: float = 90.0) -> None:
         """Until the group has committed every batch: processed and checkpointed."""
         end = self.end_offsets()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def committed():
             try:
                 c = self.committed()
             except Exception:
                 c = {}
-            if all(c.get(p, -1) >= o for p, o in end.items()):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"not committed in {timeout:.0f} s: {c} < {end}\n"
-                             + "\n".join(w.tail(10) for w in self.workers))
+            return all(c.get(p, -1) >= o for p, o in end.items())
+        wait_until(committed, timeout, interval=0.3, what=f"the group to commit {end}",
+                   details=lambda: "\n".join(w.tail(10) for w in self.workers))
 
     def results_of(self, kind: str, want: set, timeout: float = 120.0) -> dict:
         """Records of one result topic by id (duplicates of a replay must be identical),
         once every wanted id is there or the time is up."""
         typ = {"flows": FlowRecord, "http": HttpTransaction, "alerts": Alert}[kind]
         dec = msgspec.msgpack.Decoder(typ)
-        deadline = time.monotonic() + timeout
-        while True:
-            got: dict[str, dict] = {}
+        got: dict[str, dict] = {}
+
+        def all_there() -> bool:
+            got.clear()
             for m in consume_all(self.bootstrap, self.results[kind], timeout=20, idle=1.0):
                 rec = msgspec.to_builtins(dec.decode(m.value))
                 rid = m.key.decode()
                 prev = got.setdefault(rid, rec)
                 assert prev == rec, f"{kind} {rid} published twice with different content"
-            if set(got) >= want or time.monotonic() > deadline:
-                return got
-            time.sleep(1.0)
+            return set(got) >= want
+        wait_until(all_there, timeout, interval=1.0, fail=False)  # the caller compares
+        return got
 
 
 def wait_for(cond, what: str, timeout: float = 60.0, workers=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}\n"
-                         + "\n".join(w.tail(10) for w in workers))
+    wait_until(cond, timeout, interval=0.2, what=what,
+               details=lambda: "\n".join(w.tail(10) for w in workers))
 
 
 def assert_same(env: Env, ref: dict, kinds=("flows", "http")) -> None:

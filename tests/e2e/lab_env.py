@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = os.environ.get("MIRRORSCOPE_E2E_PREFIX", "tc4-")  # distinct from other lab users
@@ -69,15 +70,13 @@ def serve_http(lab: Lab, root: Path, bind: str = SERVER) -> Iterator[str]:
                                                bind, "--directory", str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while True:
+        def answers() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"HTTP server in {lab.src} exited with {proc.returncode}", pytrace=False)
             r = lab.run(lab.client, "curl", "-s", "-o", "/dev/null", "-m", "2", "-w",
                         "%{http_code}", f"http://{SERVER}/", check=False)
-            if r.stdout.strip() == "200":
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"HTTP server in {lab.src} did not answer", pytrace=False)
-            time.sleep(0.1)
+            return r.stdout.strip() == "200"
+        wait_until(answers, 15, what=f"the HTTP server in {lab.src} to answer")
         yield f"http://{SERVER}"
     finally:
         proc.terminate()

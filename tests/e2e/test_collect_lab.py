@@ -5,14 +5,14 @@ namespace, tc mirrors both directions into kernel VXLAN (UDP 4789), and `mirrors
 from __future__ import annotations
 
 import json
-import time
 
 import msgspec
 import pytest
 from lab_env import CLIENT, MIRROR_SRC, SERVER, VNI
 
 from schemas.records import FlowRecord
-from services.collector_proc import Collector, metric_value
+from tests.services.collector_proc import Collector, metric_value
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 M = "mirrorscope_collector_"
@@ -41,17 +41,14 @@ def start_collector(lab, tmp_path, *extra: str) -> Collector:
 
 def settle(c: Collector, timeout: float = 10.0) -> float:
     """Wait until the received count stops growing (the mirror copies have all arrived)."""
-    deadline = time.monotonic() + timeout
-    last = -1.0
-    stable = 0
-    while time.monotonic() < deadline:
-        v = metric_value(c.metrics(), M + "datagrams_received_total")
-        stable = stable + 1 if v == last and v > 0 else 0
-        if stable >= 2:
-            return v
-        last = v
-        time.sleep(0.4)
-    raise AssertionError(f"the received count kept changing:\n{c.tail()}")
+    seen: list[float] = []
+
+    def steady():
+        seen.append(metric_value(c.metrics(), M + "datagrams_received_total"))
+        last3 = seen[-3:]
+        return last3[0] if len(last3) == 3 and last3[0] > 0 and len(set(last3)) == 1 else 0.0
+    return wait_until(steady, timeout, interval=0.4, what="the received count to stop changing",
+                      details=c.tail)
 
 
 def curl(lab, url: str, port: int) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from lab_env import CLIENT, SERVER, Lab, lab_up, serve_http
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 PREFIX = os.environ.get("MIRRORSCOPE_E2E_DETECT_PREFIX", "td6-")
@@ -85,12 +86,12 @@ def mirrored_capture(lab, path: Path):
                                                   "-w", str(path), "udp", "port", "4789"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 10
-        line = ""
-        while "listening on" not in line:
+        def listening() -> bool:
             line = p.stderr.readline()
-            if (not line and p.poll() is not None) or time.monotonic() > deadline:
-                pytest.fail(f"tcpdump did not start: {line}", pytrace=False)
+            if not line and p.poll() is not None:
+                pytest.fail(f"tcpdump exited with {p.returncode}", pytrace=False)
+            return "listening on" in line
+        wait_until(listening, 10, interval=0, what="tcpdump to start listening")
         yield p
         time.sleep(1.0)  # the last mirror copies
     finally:

@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")
 
@@ -58,16 +59,16 @@ class Collector:
 
     def wait_ready(self, workers: int = 1, timeout: float = 60.0) -> Collector:
         """Until ``workers`` processes log "receiving" and the health check answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited with {self.proc.returncode}:\n{self.tail()}")
-            if len(self.events("receiving")) >= workers:
-                code, _ = self.health()
-                if code == 200 or code is None:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError(f"collector not ready in {timeout:.0f} s:\n{self.tail()}")
+            if len(self.events("receiving")) < workers:
+                return False
+            code, _ = self.health()
+            return code == 200 or code is None
+        wait_until(ready, timeout, what=f"{workers} collector process(es) receiving",
+                   details=self.tail, error=RuntimeError)
+        return self
 
     def port_of(self, what: str) -> int | None:
         ev = self.events(f"{what} endpoint")

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from stream_app.services.kafka import free_port
+from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")
 
@@ -64,15 +64,12 @@ class Worker:
         return json.loads(body) if code == 200 else None
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            r = self.ready()
-            if r is not None:
-                return r
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready in {timeout:.0f} s:\n{self.tail()}")
+            return self.ready()
+        return wait_until(ready, timeout, interval=0.2, what=f"{self.name} to be ready",
+                          details=self.tail, error=RuntimeError)
 
     def metrics(self) -> dict[str, float]:
         code, body = self.get("/metrics")
