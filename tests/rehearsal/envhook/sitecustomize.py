@@ -4,9 +4,11 @@ A lookup is os.environ.get / `in` / [] from code; copying the whole environment 
 
 import os
 import sys
+import sysconfig
 
 _OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "env-read.txt")
 _seen: set = set()
+_STDLIB = sysconfig.get_paths()["stdlib"]
 _PREFIXES = ("MIRRORSCOPE_", "AWS_")
 
 
@@ -26,7 +28,9 @@ _getitem, _contains, _get = _Env.__getitem__, _Env.__contains__, _Env.get
 
 def __getitem__(self, key):
     caller = sys._getframe(1).f_code.co_filename
-    if not caller.endswith(("_collections_abc.py", "<frozen os>", "os.py")):
+    # Mapping.get/items() and the standard library's copies of the environment (os, platform,
+    # urllib's proxy lookup) call [] for every key they walk: not a lookup by name.
+    if not caller.startswith(("<frozen", _STDLIB)):
         _note(key)
     return _getitem(self, key)
 
