@@ -666,7 +666,7 @@ class EmbeddedPublisher(Publisher):
         super().__init__(stats, collector_id, enricher)
         from stream_app.core.flowtable import FlowConfig
         from stream_app.core.processor import CoreConfig, Processor
-        from stream_app.embedded import LocalOutputs
+        from stream_app.adapters.embedded import LocalOutputs
 
         self.cfg = cfg
         self.live = live

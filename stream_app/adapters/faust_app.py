@@ -3,7 +3,7 @@ topic with the same core as embedded mode and publishes flow, HTTP and alert rec
 
 One consumer group; parallelism is the packet topic's partition count. Faust brings the
 consumer group, rebalancing, the producer and the web server (health, readiness, metrics);
-state lives in Redis through stream_app/worker.py, not in Faust tables, because a flow's state
+state lives in Redis through stream_app/runtime/runtime.py, not in Faust tables, because a flow's state
 must be written together with the offset it reflects.
 
 Offsets are acknowledged by hand (``stream.noack()``): a batch's offset is only acknowledged,
@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from schemas.records import PacketBatch
-from stream_app.worker import GAP, PublishFailed, Runtime, encode_results
+from stream_app.runtime.runtime import GAP, PublishFailed, Runtime, encode_results
 
 log = logging.getLogger("mirrorscope.worker")
 

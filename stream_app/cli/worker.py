@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from dataclasses import dataclass
 
 import click
 
-from stream_app.sink_cli import _load_config, result_topic_options
+from stream_app.cli.options import load_config, redact, result_topic_options, state_options, state_setup
 
 log = logging.getLogger("mirrorscope.worker")
 
@@ -67,86 +65,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def state_options(f):
-    """The options `worker` and `kinesis-worker` share: where the state lives (Redis, and the
-    key that signs it), how often it is checkpointed, and what the core runs."""
-    opts = [
-        click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL",
-                     default="redis://127.0.0.1:6379/0", show_default=True,
-                     help="redis:// or rediss:// (TLS); user:password@ for AUTH."),
-        click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
-                     help="Redis Cluster (keys are hash-tagged by partition)."),
-        click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
-                     help="AUTH password (or in the URL)."),
-        click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="CA bundle for rediss://."),
-        click.option("--state-key-file", envvar="MIRRORSCOPE_STATE_KEY_FILE", default=None,
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="File holding the key that signs flow state in Redis "
-                          "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the "
-                          "same key."),
-        click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL",
-                     default=1.0, show_default=True, type=float,
-                     help="Seconds between state snapshots."),
-        click.option("--idle-advance", envvar="MIRRORSCOPE_IDLE_ADVANCE", default=30.0,
-                     show_default=True, type=float,
-                     help="Wall-clock seconds of silence after which a partition's (or "
-                          "shard's) idle flows end."),
-        click.option("--http/--no-http", "http", default=True, show_default=True,
-                     help="Extract HTTP/1.x transactions."),
-        click.option("--keep-credentials", is_flag=True,
-                     help="Keep Authorization and cookie values (redacted by default)."),
-        click.option("--detect/--no-detect", "detect", default=True, show_default=True,
-                     help="Run the detectors, with their state shared in Redis."),
-        click.option("--detect-config", type=click.Path(exists=True, dir_okay=False),
-                     default=None, help="Detector thresholds (JSON/YAML; docs/detectors/)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-@dataclass
-class StateSetup:
-    """What `state_options` describe, connected: the Redis settings, client and store, the state key,
-    the core's HTTP settings, and the detectors with their state in Redis (or None)."""
-
-    redis_config: object
-    redis: object
-    store: object
-    key: bytes
-    l7: object
-    detectors: object
-    detect_state: object
-
-
-def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                keep_credentials, detect, detect_config, detect_prefix: str) -> StateSetup:
-    from pathlib import Path
-
-    from stream_app.cli import _detect_config
-    from stream_app.core.detectors import Detectors
-    from stream_app.core.http import HttpConfig
-    from stream_app.core.l7 import L7Config
-    from stream_app.detectstate import RedisDetectorState
-    from stream_app.statestore import RedisConfig, RedisStore, connect
-
-    key = _state_key(state_key_file)
-    rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
-                       ssl_ca_certs=redis_ca)
-    client = connect(rcfg)
-    detectors = dstate = None
-    if detect:
-        dcfg = _detect_config(Path(detect_config) if detect_config else None)
-        dstate = RedisDetectorState(client, prefix=detect_prefix)
-        detectors = Detectors(dcfg, state=dstate)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    return StateSetup(rcfg, client, RedisStore(client), key, l7, detectors, dstate)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+@click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True,
               expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default="localhost:9092",
               show_default=True, help="Kafka bootstrap servers.")
@@ -194,9 +114,9 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     killed at any moment and its successor neither loses a flow nor counts one twice."""
     from collectors.logs import setup as setup_logs
     from stream_app.core.processor import CoreConfig
-    from stream_app.faust_app import WorkerSettings, build_app
-    from stream_app.flowstate import Codec
-    from stream_app.worker import Runtime, RuntimeConfig
+    from stream_app.adapters.faust_app import WorkerSettings, build_app
+    from stream_app.state.partition import Codec
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
 
     setup_logs(log_level, component="worker")
     for name in ("aiokafka", "faust", "mode"):
@@ -206,7 +126,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
-        from stream_app.coreproc import RemoteRuntime
+        from stream_app.runtime.processes import RemoteRuntime
         runtime = RemoteRuntime(st.store, st.key, core, processes, rt,
                                 detect=st.detectors.config if st.detectors else None,
                                 redis_cfg=st.redis_config, detect_prefix=f"md:{group}")
@@ -224,7 +144,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
         start_http_server(metrics_port, addr=web_bind, registry=metrics.registry)
     app = build_app(s, runtime, metrics)
     log.info("worker starting", extra={"group": group, "topic": packet_topic,
-                                       "redis": _redact(redis_url), "web_port": web_port})
+                                       "redis": redact(redis_url), "web_port": web_port})
     import faust
     # Faust configures logging itself when it starts: give it ours (JSON lines on stderr).
     logging_config = {
@@ -240,27 +160,6 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     w = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                      logging_config=logging_config)
     w.execute_from_commandline()
-
-
-def _state_key(path) -> bytes:
-    if path:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    else:
-        key = os.environ.get("MIRRORSCOPE_STATE_KEY", "").encode()
-    if not key:
-        click.echo("warning: no MIRRORSCOPE_STATE_KEY: flow state in Redis is signed with a "
-                   "well-known development key; set one in production", err=True)
-        key = b"mirrorscope-development-key"
-    return key
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-    u = urlsplit(url)
-    if u.password:
-        return url.replace(u.password, "***")
-    return url
 
 
 if __name__ == "__main__":  # pragma: no cover

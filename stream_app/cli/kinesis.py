@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from stream_app.sink_cli import _load_config, result_topic_options
-from stream_app.worker_cli import runtime_metrics, state_options
+from stream_app.cli.options import load_config, result_topic_options, state_options
+from stream_app.cli.worker import runtime_metrics
 
 log = logging.getLogger("mirrorscope.kinesis")
 
@@ -95,7 +95,7 @@ async def _serve(consumer, metrics, bind: str, health_port: int | None,
 
 
 @click.command("kinesis-worker", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+@click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True,
               expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--stream", envvar="MIRRORSCOPE_KINESIS_STREAM", required=True,
               help="The collectors' Kinesis stream.")
@@ -175,12 +175,12 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     from botocore.exceptions import NoRegionError
 
     from stream_app.core.processor import CoreConfig
-    from stream_app.flowstate import Codec
-    from stream_app.kinesis_consumer import (
+    from stream_app.state.partition import Codec
+    from stream_app.adapters.kinesis import (
         ConsumerConfig, KinesisConsumer, make_kinesis_client)
-    from stream_app.outputs import FolderResults, KafkaResults
-    from stream_app.worker import Runtime, RuntimeConfig
-    from stream_app.worker_cli import _redact, state_setup
+    from stream_app.runtime.outputs import FolderResults, KafkaResults
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
+    from stream_app.cli.options import redact, state_setup
 
     loop = asyncio.get_running_loop()
     # boto3 and Redis calls run in threads: one GetRecords per owned shard may be in flight.
@@ -214,7 +214,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("kinesis worker starting", extra={
-        "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": _redact(redis_url),
+        "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": redact(redis_url),
         "endpoint": endpoint_url, **outputs.describe()})
     runners = await _serve(consumer, metrics, bind, health_port, metrics_port)
     try:

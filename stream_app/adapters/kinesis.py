@@ -1,5 +1,5 @@
 """The Kinesis path of the stream app: shards of the collectors' stream, leased among the
-workers through Redis, fed to the same Runtime (stream_app/worker.py) and core as the Kafka
+workers through Redis, fed to the same Runtime (stream_app/runtime/runtime.py) and core as the Kafka
 worker. One asyncio loop per worker; boto3 and redis-py calls run in threads.
 
 Shard leases (Redis; every key hash-tagged by app and stream, so one Cluster slot holds them)::
@@ -65,8 +65,8 @@ import msgspec
 from collectors.kpl import deaggregate
 from schemas.records import PacketBatch
 from stream_app.core.processor import Results
-from stream_app.flowstate import Meta
-from stream_app.statestore import keys as state_keys
+from stream_app.state.partition import Meta
+from stream_app.state.store import keys as state_keys
 
 log = logging.getLogger("mirrorscope.kinesis")
 

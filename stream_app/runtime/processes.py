@@ -17,7 +17,7 @@ releases is the order they were sent in:
 
 A snapshot answers after every batch sent before it, so the handles of the batches whose
 replies came before it are exactly those it includes: they are acked once it is stored.
-The checkpoint protocol is the one of stream_app/worker.py (flush results, store the snapshot
+The checkpoint protocol is the one of stream_app/runtime/runtime.py (flush results, store the snapshot
 with the offset, then ack); only where the state lives differs.
 """
 
@@ -39,9 +39,9 @@ import msgspec
 
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig
-from stream_app.flowstate import Codec, PartitionState, Snapshot, StateError
-from stream_app.statestore import Fenced, StateLost
-from stream_app.worker import (
+from stream_app.state.partition import Codec, PartitionState, Snapshot, StateError
+from stream_app.state.store import Fenced, StateLost
+from stream_app.runtime.runtime import (
     NS,
     PublishFailed,
     RuntimeConfig,
@@ -65,8 +65,8 @@ def serve(conn, key: bytes, core: CoreConfig, detect, redis_cfg, detect_prefix: 
     detectors = None
     if detect is not None:
         from stream_app.core.detectors import Detectors
-        from stream_app.detectstate import RedisDetectorState
-        from stream_app.statestore import connect
+        from stream_app.state.detectors import RedisDetectorState
+        from stream_app.state.store import connect
         detectors = Detectors(detect, state=RedisDetectorState(connect(redis_cfg),
                                                                prefix=detect_prefix))
     decode = msgspec.msgpack.Decoder(PacketBatch).decode
@@ -191,7 +191,7 @@ class Child:
 
 
 class RemoteRuntime:
-    """What stream_app.worker.Runtime offers the Faust app, with the states in core processes.
+    """What stream_app.runtime.runtime.Runtime offers the Faust app, with the states in core processes.
     ``apply`` returns as soon as the batch is sent; results are published as replies come."""
 
     remote = True

@@ -28,8 +28,8 @@ import msgspec
 from schemas.records import PacketBatch
 from stream_app.core.detectors import Detectors
 from stream_app.core.processor import CoreConfig, Results
-from stream_app.flowstate import Codec, PartitionState, StateError
-from stream_app.statestore import Fenced, StateLost
+from stream_app.state.partition import Codec, PartitionState, StateError
+from stream_app.state.store import Fenced, StateLost
 
 log = logging.getLogger("mirrorscope.worker")
 NS = 1_000_000_000
