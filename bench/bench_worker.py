@@ -54,7 +54,8 @@ def core_alone(bootstrap: str, topic: str, detect: bool) -> tuple[float, int]:
     from schemas.records import PacketBatch
     from stream_app.core.detectors import Detectors
     from stream_app.core.processor import CoreConfig
-    from stream_app.state.partition import Codec, PartitionState
+    from stream_app.state.codec import Codec
+    from stream_app.state.partition import PartitionState
     from tests.services.kafka_service import consume_all
 
     dec = msgspec.msgpack.Decoder(PacketBatch).decode

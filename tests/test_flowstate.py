@@ -18,7 +18,8 @@ from collectors.source import capture_batches
 from schemas.records import PACKET_BATCH_VERSION, PacketBatch
 from stream_app.core.processor import CoreConfig, Processor
 from stream_app.adapters.embedded import payload_policy
-from stream_app.state.partition import Codec, PartitionState, StateError
+from stream_app.state.codec import Codec, StateError
+from stream_app.state.partition import PartitionState
 from stream_app.state.store import Fenced, MemoryStore, StateLost
 from tests.conftest import CORPUS
 

@@ -509,7 +509,7 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
 
     from collectors.kpl import MAGIC
     from stream_app.core.processor import CoreConfig
-    from stream_app.state.partition import Codec
+    from stream_app.state.codec import Codec
     from stream_app.adapters.kinesis import ConsumerConfig, KinesisConsumer
     from stream_app.runtime.outputs import FolderResults
     from stream_app.state.store import RedisStore

@@ -15,7 +15,8 @@ from schemas.records import PacketBatch
 from stream_app.core.detectors import Detectors
 from stream_app.core.processor import CoreConfig, Processor
 from stream_app.state.detectors import RedisDetectorState
-from stream_app.state.partition import Codec, PartitionState
+from stream_app.state.codec import Codec
+from stream_app.state.partition import PartitionState
 from tests.services.kafka_service import free_port
 from tests.services.redis_service import LocalRedis, redis_server_exe
 from stream_app.state.store import Fenced, RedisConfig, RedisStore, StateLost, connect

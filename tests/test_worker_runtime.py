@@ -10,7 +10,7 @@ import pytest
 import stream_app.runtime.runtime as worker_mod
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig
-from stream_app.state.partition import Codec
+from stream_app.state.codec import Codec
 from stream_app.state.store import MemoryStore
 from stream_app.runtime.runtime import GAP, PublishFailed, Runtime, RuntimeConfig
 from tests.test_flowstate import records_of

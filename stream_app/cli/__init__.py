@@ -21,11 +21,22 @@ _DEFAULTS = FlowConfig()
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mirrorscope")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
     `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    # `collect --embedded` runs the stream core in the collector: handed over, not imported
+    # by collectors/ (see stream_app/adapters/embedded_collect.py).
+    ctx.ensure_object(dict)["embedded_publisher"] = embedded_publisher
+
+
+def embedded_publisher(*args, **kw):
+    """The collector's embedded-mode publisher (loaded when used: `mirrorscope --help` and
+    the other commands do not import the core). Module-level, so spawn can pickle it."""
+    from stream_app.adapters.embedded_collect import EmbeddedPublisher
+    return EmbeddedPublisher(*args, **kw)
 
 
 @main.command()

@@ -175,7 +175,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     from botocore.exceptions import NoRegionError
 
     from stream_app.core.processor import CoreConfig
-    from stream_app.state.partition import Codec
+    from stream_app.state.codec import Codec
     from stream_app.adapters.kinesis import (
         ConsumerConfig, KinesisConsumer, make_kinesis_client)
     from stream_app.runtime.outputs import FolderResults, KafkaResults

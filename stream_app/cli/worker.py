@@ -115,7 +115,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     from collectors.logs import setup as setup_logs
     from stream_app.core.processor import CoreConfig
     from stream_app.adapters.faust_app import WorkerSettings, build_app
-    from stream_app.state.partition import Codec
+    from stream_app.state.codec import Codec
     from stream_app.runtime.runtime import Runtime, RuntimeConfig
 
     setup_logs(log_level, component="worker")
