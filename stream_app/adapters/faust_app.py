@@ -2,28 +2,24 @@
 topic with the same core as embedded mode and publishes flow, HTTP and alert records.
 
 One consumer group; parallelism is the packet topic's partition count. Faust brings the
-consumer group, rebalancing, the producer and the web server (health, readiness, metrics);
-state lives in Redis through stream_app/runtime/runtime.py, not in Faust tables, because a flow's state
-must be written together with the offset it reflects.
-
-Offsets are acknowledged by hand (``stream.noack()``): a batch's offset is only acknowledged,
-and so committed by Faust, after the checkpoint that includes it is in Redis.
+consumer group, rebalancing and the agent; state lives in Redis through the runtime
+(stream_app/runtime/runtime.py), not in Faust tables, because a flow's state must be written
+together with the offset it reflects. Offsets are acknowledged by hand (``stream.noack()``):
+a batch's offset is only acknowledged, and so committed by Faust, after the checkpoint that
+includes it is in Redis. Results go out through adapters/kafka_results.py (aiokafka's public
+batch API); health, readiness and metrics through runtime/health.py (the one server both
+workers use), so Faust's own web server is off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
-from schemas.records import PacketBatch
-from stream_app.runtime.runtime import GAP, PublishFailed, Runtime, encode_results
+from stream_app.adapters.kafka_results import ResultProducer
+from stream_app.runtime.runtime import PublishFailed, Runtime
 
 log = logging.getLogger("mirrorscope.worker")
 
@@ -35,8 +31,6 @@ class WorkerSettings:
     packet_topic: str = "mirrorscope.packets"
     topics: dict = field(default_factory=lambda: {
         "flows": "mirrorscope.flows", "http": "mirrorscope.http", "alerts": "mirrorscope.alerts"})
-    web_port: int = 6066
-    web_bind: str = "0.0.0.0"
     datadir: str = "/tmp/mirrorscope-worker"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -62,108 +56,144 @@ def _credentials(s: WorkerSettings):
     return faust.SSLCredentials(ssl_context)
 
 
-class ResultPublisher:
-    """Result records, one Kafka message each (key = the record's id, partition by a CRC of the
-    key, so a replay's duplicates land beside the originals), gathered in one producer batch
-    per partition until it is full or the next checkpoint: Faust's per-message send costs
-    more than the core's work on the packets."""
+class PacketWorker:
+    """What the agent, the timer and the rebalance callbacks do, around the runtime."""
 
-    def __init__(self, app, topics: dict[str, str]):
+    def __init__(self, app, s: WorkerSettings, runtime: Runtime):
         self.app = app
-        self.topics = topics
-        self._parts: dict[str, int] = {}
-        self._futs: list = []
-        self._open: dict[tuple[str, int], object] = {}
+        self.s = s
+        self.runtime = runtime
+        self.results = ResultProducer(s, s.topics)
+        self.stream = None  # the agent's noack stream: acks go through it
+        self.ready = asyncio.Event()
+        self.started = asyncio.Event()  # the result producer is up and the runtime bound
+        self.fatal: BaseException | None = None
+        self._running: dict = {}
 
-    async def _partitions(self, producer, topic: str) -> int:
-        n = self._parts.get(topic)
-        if n is None:
-            n = self._parts[topic] = len(await producer.partitions_for(topic))
-        return n
+    def name(self, tp) -> str:
+        return f"{self.s.group}:{tp.topic}:{tp.partition}"
 
-    async def prepare(self) -> None:
-        """Learn the result topics' partition counts (``add`` needs them at hand)."""
-        producer = self.app.producer._ensure_producer()
-        for topic in self.topics.values():
-            await self._partitions(producer, topic)
+    async def start(self) -> None:
+        await self.results.start()
 
-    async def publish(self, res) -> None:
-        """Add the records to the open batch of their partition; a full batch is sent."""
-        await self.prepare()
-        self.add(encode_results(res))
+        async def seek(tp, offset: int) -> None:
+            await self.app.consumer.seek(tp, offset)
+        self.runtime.bind(self.results.add_grouped, seek, self.results.partitions_by_kind())
+        self.started.set()
 
-    def add_grouped(self, grouped: dict) -> None:
-        """Records a core process encoded and grouped by (kind, partition) already."""
-        producer = self.app.producer._ensure_producer()
-        open_ = self._open
-        for (kind, p), items in grouped.items():
-            tp = (self.topics[kind], p)
-            batch = open_.get(tp)
-            if batch is None:
-                batch = open_[tp] = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    self._send(producer, batch, *tp)
-                    batch = open_[tp] = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
+    async def on_event(self, event) -> None:
+        if not self.started.is_set():
+            await self.started.wait()
+        tp = event.message.tp
+        rt = self.runtime
+        if tp not in self.app.consumer.assignment():
+            # A batch fetched before this partition was revoked: its new owner has it.
+            rt.stats["batches_not_owned"] += 1
+            return
+        res = await rt.apply(tp, self.name(tp), event.message.offset, event.value, event)
+        if res:
+            self.results.add_results(res)
+        if rt.due(tp):
+            self._background_checkpoint(tp)
 
-    def partitions_by_kind(self) -> dict[str, int]:
-        return {k: self._parts[t] for k, t in self.topics.items()}
+    async def _ack(self, events: list) -> None:
+        for ev in events:
+            await self.stream.ack(ev)
 
-    def add(self, encoded: list) -> None:
-        """The same for records encoded already (by a core process)."""
-        producer = self.app.producer._ensure_producer()
-        open_ = self._open
-        parts = self._parts
-        for kind, key, value in encoded:
-            topic = self.topics[kind]
-            # The ids are hashes already: a CRC of one spreads them as evenly as murmur2,
-            # at a fraction of a pure-Python murmur2's cost.
-            tp = (topic, zlib.crc32(key) % parts[topic])
-            batch = open_.get(tp)
-            if batch is None:
-                batch = open_[tp] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                self._send(producer, batch, *tp)
-                batch = open_[tp] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+    def _background_checkpoint(self, tp) -> None:
+        t = self._running.get(tp)
+        if t is None or t.done():
+            self._running[tp] = asyncio.ensure_future(self.checkpoint(tp))
 
-    def _send(self, producer, batch, topic: str, p: int) -> None:
-        # send_batch waits while the partition has a batch in flight: let it wait in a task,
-        # so that the packets go on being processed meanwhile.
-        async def send():
-            return await (await producer.send_batch(batch, topic, partition=p))
-        self._futs.append(asyncio.ensure_future(send()))
+    async def checkpoint(self, tp) -> None:
+        if self.fatal is not None or self.stream is None:
+            return
+        try:
+            await self.runtime.checkpoint(tp, self.results.flush, self._ack)
+        except PublishFailed as exc:
+            # Results the broker refused are made again only by a restart from the last
+            # snapshot: no more checkpoints; the worker stops (exit 75, EX_TEMPFAIL).
+            self.fatal = exc
+            self.runtime.problem("publish", str(exc))
+            log.critical("results could not be delivered; stopping so that a restart makes "
+                         "them again from the last snapshot", extra={"error": str(exc)})
+            await self.app.crash(exc)
 
-    async def flush(self) -> None:
-        """Send the open batches and wait until every batch sent so far is acknowledged
-        (acks=all); raises if one failed. Called before each checkpoint, and at least every
-        second: results wait at most that long."""
-        if self._open:
-            producer = self.app.producer._ensure_producer()
-            open_, self._open = self._open, {}
-            for (topic, p), batch in open_.items():
-                self._send(producer, batch, topic, p)
-        futs, self._futs = self._futs, []
-        if futs:
-            await asyncio.gather(*futs)
+    async def housekeeping(self) -> None:
+        if not self.started.is_set():
+            return
+        rt = self.runtime
+        for tp in list(rt.owned):
+            res = rt.advance_idle(tp)
+            if res:
+                self.results.add_results(res)
+            if rt.due(tp):
+                self._background_checkpoint(tp)
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            try:
+                hw = consumer.highwater(tp)
+                pos = await consumer.position(tp)
+            except Exception:
+                continue
+            if hw is None or pos is None:
+                continue
+            # Lag counts from what was applied, not fetched: a partition whose batches are
+            # fetched but not applied (a crashed agent) must not look caught up.
+            applied = rt.applied(tp)
+            rt.set_lag(tp, max(0, hw - (applied + 1 if applied is not None else pos)))
+
+    async def revoked(self, revoked) -> None:
+        rt = self.runtime
+        for tp in revoked:
+            if tp in rt.owned:
+                await self.checkpoint(tp)
+                rt.release(tp)
+            rt.forget_lag(tp)
+        await self._commit("revocation")
+
+    def assigned(self, assigned) -> None:
+        self.runtime.assigned(assigned)
+        self.ready.set()
+        log.info("partitions assigned",
+                 extra={"partitions": sorted(tp.partition for tp in assigned
+                                             if tp.topic == self.s.packet_topic)})
+
+    async def shutdown(self) -> None:
+        # SIGTERM (a rolling update, a scale-in): hand the partitions over with nothing to
+        # replay. SIGKILL skips this; the snapshot offsets make that safe too.
+        for tp in list(self.runtime.owned):
+            await self.checkpoint(tp)
+        await self._commit("shutdown")
+        await self.results.stop()
+        close = getattr(self.runtime, "close", None)
+        if close is not None:
+            close()
+
+    async def _commit(self, when: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            await self.app.consumer.commit()
+        except Exception as exc:  # the next owner skips what the snapshot holds anyway
+            log.info(f"commit on {when} failed", extra={"error": repr(exc)})
+
+    def status(self) -> dict:
+        rt = self.runtime
+        ready, problems = rt.health()
+        try:
+            assigned = sorted(tp.partition for tp in self.app.consumer.assignment()
+                              if tp.topic == self.s.packet_topic)
+        except Exception:  # not started yet
+            assigned = []
+        return {"ready": self.ready.is_set() and ready, "assigned": assigned,
+                "loaded": sorted(tp.partition for tp in rt.owned), "problems": problems,
+                "stats": dict(rt.stats)}
 
 
-FETCH_MAX_WAIT_MS = 100
-
-
-def _shorten_fetch_wait(app) -> None:
-    """aiokafka keeps one fetch in flight per broker, and Faust asks it to long-poll for
-    1.5 s: once some partitions are at their end, that long poll holds back the next fetch
-    of the others, whose batches are waiting (bench_worker.py showed two such 1.1 s stalls in
-    a 4.7 s run). Faust has no setting for it, hence the private attribute."""
-    try:
-        app.consumer._thread._consumer._fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-    except AttributeError:  # another Faust or aiokafka: keep theirs
-        log.info("could not shorten the consumer's fetch wait")
-
-
-def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
+def build_app(s: WorkerSettings, runtime: Runtime, health=None):
+    """The Faust app: a topic, an agent, a timer, the rebalance signals. ``health``: a
+    runtime/health.py HealthServer, started and stopped with the app."""
     import faust
 
     Path(s.datadir).mkdir(parents=True, exist_ok=True)
@@ -182,193 +212,49 @@ def build_app(s: WorkerSettings, runtime: Runtime, metrics=None):
         broker_session_timeout=s.session_timeout,
         broker_heartbeat_interval=max(1.0, s.session_timeout / 10),
         broker_rebalance_timeout=max(10.0, s.session_timeout * 2),
-        producer_acks=-1,
-        producer_compression_type="lz4",
-        producer_max_batch_size=1 << 20,
         consumer_max_fetch_size=32 << 20,  # per partition: fewer fetch round trips to wait on
-        web_port=s.web_port,
-        web_bind=s.web_bind,
-        web_transport="tcp://",
+        web_enabled=False,  # one health/metrics server for every worker: runtime/health.py
     )
     packets = app.topic(s.packet_topic, key_type=bytes, value_type=bytes)
-    decode = msgspec.msgpack.Decoder(PacketBatch).decode
-    stats = runtime.stats
-    consumer_ready = asyncio.Event()
+    worker = app.mirrorscope = PacketWorker(app, s, runtime)
 
-    publisher = ResultPublisher(app, s.topics)
-    flush = publisher.flush
-    publish = publisher.publish
-
-    def acker(stream):
-        async def ack(events: list) -> None:
-            for ev in events:
-                await stream.ack(ev)
-        return ack
-
-    streams: list = []
-    remote = getattr(runtime, "remote", False)
-    bound: list = []
-
-    async def bind() -> None:
-        await publisher.prepare()
-
-        async def seek(tp, offset):
-            await app.consumer.seek(tp, offset)
-        runtime.bind(publisher.add_grouped, seek, publisher.partitions_by_kind())
-        bound.append(True)
+    @app.task
+    async def start():
+        if health is not None:
+            await health.start()
+        await worker.start()
 
     @app.agent(packets)
     async def process(stream):
-        s_noack = stream.noack()
-        streams.append(s_noack)
-        ack = acker(s_noack)
-        t_end = None
-        async for event in s_noack.events():
-            if t_end is not None:
-                stats["idle_us"] += (time.perf_counter_ns() - t_end) // 1000
-            msg = event.message
-            tp = msg.tp
-            if tp not in app.consumer.assignment():
-                # A batch fetched before this partition was revoked: its new owner has it.
-                stats["batches_not_owned"] += 1
-                continue
-            if remote:
-                # Decoded and applied in a core process; results published as it answers.
-                if not bound:
-                    await bind()
-                await runtime.apply(tp, f"{s.group}:{tp.topic}:{tp.partition}", msg.offset,
-                                    event.value, event)
-                if runtime.due(tp):
-                    background_checkpoint(tp, ack)
-                continue
-            try:
-                batch = decode(event.value)
-            except (msgspec.DecodeError, TypeError) as exc:
-                # Dropped and counted; the partition's offset still moves past it (and is
-                # committed in order with the batches around it).
-                batch = None
-                stats["batches_undecodable"] += 1
-                log.warning("undecodable packet batch dropped",
-                            extra={"partition": tp.partition, "offset": msg.offset,
-                                   "error": str(exc)})
-            name = f"{s.group}:{tp.topic}:{tp.partition}"
-            t0 = time.perf_counter_ns()
-            res = await runtime.apply(tp, name, msg.offset, batch, event)
-            if res is GAP:
-                await app.consumer.seek(tp, runtime.expected(tp))
-                continue
-            t1 = time.perf_counter_ns()
-            if res:
-                await publish(res)
-            t2 = time.perf_counter_ns()
-            if runtime.due(tp):
-                background_checkpoint(tp, ack)
-            t3 = time.perf_counter_ns()
-            stats["apply_us"] += (t1 - t0) // 1000
-            stats["publish_us"] += (t2 - t1) // 1000
-            stats["checkpoint_us"] += (t3 - t2) // 1000
-            t_end = time.perf_counter_ns()
-
-    running: dict = {}
-
-    def background_checkpoint(tp, ack) -> None:
-        t = running.get(tp)
-        if t is None or t.done():
-            running[tp] = asyncio.ensure_future(checkpoint(tp, ack))
-
-    async def checkpoint(tp, ack) -> None:
+        worker.stream = stream.noack()
         try:
-            await runtime.checkpoint(tp, flush, ack)
-        except PublishFailed as exc:
-            log.critical("results could not be delivered; exiting so that a restart makes "
-                         "them again from the last snapshot", extra={"error": str(exc)})
-            os._exit(75)  # EX_TEMPFAIL; Kubernetes restarts the pod
+            async for event in worker.stream.events():
+                await worker.on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Readiness tells: a crashed agent leaves its partitions assigned and stalled.
+            runtime.stats["agent_crashes"] += 1
+            runtime.problem("agent", f"the packet agent crashed: {exc!r}")
+            log.exception("the packet agent crashed")
+            raise
 
     @app.timer(s.timer_interval)
     async def housekeeping():
-        if not streams:
-            return
-        ack = acker(streams[0])
-        for tp in list(runtime.owned):
-            res = runtime.advance_idle(tp)
-            if res:
-                await publish(res)
-            if runtime.due(tp):
-                background_checkpoint(tp, ack)
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            try:
-                hw = consumer.highwater(tp)
-                pos = await consumer.position(tp)
-            except Exception:
-                continue
-            if hw is not None and pos is not None:
-                runtime.lag[tp] = max(0, hw - pos)
+        await worker.housekeeping()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kw):
-        ack = acker(streams[0]) if streams else None
-        for tp in revoked:
-            if tp in runtime.owned:
-                if ack is not None:
-                    await checkpoint(tp, ack)
-                runtime.release(tp)
-            runtime.lag.pop(tp, None)
-        if streams:
-            try:
-                await app.consumer.commit()
-            except Exception as exc:  # the next owner skips what the snapshot holds anyway
-                log.info("commit on revocation failed", extra={"error": repr(exc)})
+        await worker.revoked(revoked)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kw):
-        runtime.assigned(assigned)
-        _shorten_fetch_wait(app)
-        consumer_ready.set()
-        log.info("partitions assigned",
-                 extra={"partitions": sorted(tp.partition for tp in assigned
-                                             if tp.topic == s.packet_topic)})
-
-    @app.page("/healthz")
-    async def healthz(web, request):
-        return web.json({"status": "ok"})
-
-    @app.page("/readyz")
-    async def readyz(web, request):
-        ok = consumer_ready.is_set()
-        try:
-            assigned = sorted(tp.partition for tp in app.consumer.assignment()
-                              if tp.topic == s.packet_topic)
-        except Exception:  # not started yet
-            assigned = []
-        body = {"ready": ok, "assigned": assigned,
-                "loaded": sorted(tp.partition for tp in runtime.owned), "stats": dict(stats)}
-        return web.json(body, status=200 if ok else 503)
-
-    @app.page("/metrics")
-    async def prom(web, request):
-        if metrics is None:
-            return web.text("", status=404)
-        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
-
-    async def shutdown_checkpoint():
-        ack = acker(streams[0]) if streams else None
-        if ack is None:
-            return
-        for tp in list(runtime.owned):
-            await checkpoint(tp, ack)
+        worker.assigned(assigned)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kw):
-        # SIGTERM (a rolling update, a scale-in): hand the partitions over with nothing to
-        # replay. SIGKILL skips this; the snapshot offsets make that safe too.
-        await shutdown_checkpoint()
-        try:
-            await app.consumer.commit()
-        except Exception as exc:
-            log.info("commit at shutdown failed", extra={"error": repr(exc)})
-        if remote:
-            runtime.close()
+        await worker.shutdown()
+        if health is not None:
+            await health.stop()
 
-    app.mirrorscope_started = time.time()
     return app

@@ -47,6 +47,7 @@ import msgspec
 from collectors.kpl import deaggregate
 from schemas.records import PacketBatch
 from stream_app.core.processor import Results
+from stream_app.runtime.runtime import GAP
 from stream_app.state.partition import Meta
 from stream_app.adapters.kinesis_leases import Leases
 from stream_app.state.store import keys as state_keys
@@ -84,7 +85,8 @@ class LeaseLost(Exception):
 
 
 class _Restart(Exception):
-    """Results of this shard were lost on their way out: go back to the last snapshot."""
+    """Go back to the shard's last snapshot: results were lost on their way out, or a batch
+    made the core raise (the runtime then skips that batch whole on the way)."""
 
 
 # -- the consumer -----------------------------------------------------------------------------
@@ -321,6 +323,7 @@ class KinesisConsumer:
         if h.task is not None and not h.task.done():
             h.task.cancel()
         self.runtime.release(h.tp)
+        self.runtime.forget_lag(h.tp)
         self.outputs.forget(h.tp)
         self.stats["leases_lost"] += 1
         log.warning("lease lost: shard stopped", extra={"shard": h.sid, "reason": why})
@@ -357,6 +360,7 @@ class KinesisConsumer:
         if self.owned.get(h.sid) is h:
             self.owned.pop(h.sid, None)
         self.runtime.release(h.tp)
+        self.runtime.forget_lag(h.tp)
         self.outputs.forget(h.tp)
         try:
             await asyncio.to_thread(self.leases.release, h.sid)
@@ -409,10 +413,10 @@ class KinesisConsumer:
         while True:
             try:
                 return await self._consume(h)
-            except _Restart:
+            except _Restart as exc:
                 self.stats["shard_restarts"] += 1
-                log.warning("results lost on their way out: shard goes back to its last "
-                            "snapshot", extra={"shard": h.sid})
+                log.warning("shard goes back to its last snapshot", extra={
+                    "shard": h.sid, "reason": str(exc) or "results lost on their way out"})
                 self.runtime.release(h.tp)
                 self.outputs.forget(h.tp)
                 h.flush_failed = False
@@ -511,6 +515,8 @@ class KinesisConsumer:
             backoff = 0.2
             records = resp.get("Records", [])
             h.behind_ms = resp.get("MillisBehindLatest")
+            if h.behind_ms is not None:  # for the runtime's stall check and the lag gauge
+                self.runtime.set_lag(h.tp, h.behind_ms)
             for rec in records:
                 await self._record(h, rec)
             if records:
@@ -568,6 +574,8 @@ class KinesisConsumer:
             self._check_lease(h)
             off = seq << OFFSET_BITS | idx
             res = await self.runtime.apply(h.tp, h.name, off, batch, off)
+            if res is GAP:  # the core raised on a batch: back to the last snapshot
+                raise _Restart("a batch made the core raise")
             if res is None or not isinstance(res, Results):
                 st["batches_skipped"] += 1
                 continue
@@ -650,8 +658,10 @@ class KinesisConsumer:
         rt = self.runtime
         stats = dict(rt.stats)
         stats.update(self.stats)
+        healthy, problems = rt.health()
         return {
-            "ready": self.ready,
+            "ready": self.ready and healthy,
+            "problems": problems,
             "worker": self.cfg.worker_id,
             "stream": self.cfg.stream,
             "app": self.cfg.app_name,
