@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import socket
@@ -49,7 +48,7 @@ from schemas.records import PacketBatch
 from stream_app.core.processor import Results
 from stream_app.runtime.runtime import GAP
 from stream_app.state.partition import Meta
-from stream_app.adapters.kinesis_leases import Leases
+from stream_app.adapters.kinesis_leases import Leases, consumable, hand_back, share
 from stream_app.state.store import keys as state_keys
 
 log = logging.getLogger("mirrorscope.kinesis")
@@ -239,10 +238,10 @@ class KinesisConsumer:
         if not balance or not self.shards:
             return
         eligible = self.consumable()
-        quota = math.ceil(len(eligible) / max(1, len(live)))
+        quota = share(len(eligible), len(live))
         active = [s for s, h in self.owned.items() if not h.releasing]
         if len(active) > quota:
-            for sid in sorted(active, reverse=True)[:len(active) - quota]:
+            for sid in hand_back(active, quota):
                 self._hand_over(self.owned[sid], "rebalance")
         elif len(active) < quota:
             now = time.monotonic()
@@ -260,14 +259,7 @@ class KinesisConsumer:
                     self._start(sid, sent)
 
     def consumable(self) -> list[str]:
-        out = []
-        for sid, sh in self.shards.items():
-            if sid in self.finished:
-                continue
-            parents = (sh.get("ParentShardId"), sh.get("AdjacentParentShardId"))
-            if all(p is None or p in self.finished or p not in self.shards for p in parents):
-                out.append(sid)
-        return sorted(out)
+        return consumable(self.shards, self.finished)
 
     async def _refresh(self) -> None:
         try:

@@ -1,28 +1,43 @@
-"""Kinesis shard leases in Redis: which worker reads which shard.
+"""Kinesis shard leases in Redis: which worker reads which shard (the protocol; the consumer
+in adapters/kinesis.py runs it). docs/distributed.md ("Shard leases") describes it for
+operators.
 
-Shard leases (Redis; every key hash-tagged by app and stream, so one Cluster slot holds them)::
+State (Redis; every key hash-tagged by app and stream, so one Cluster slot holds them)::
 
-    mk:{<app>:<stream>}:lease:<shard>   owner id, SET NX PX <lease_ms>; renewed every lease/3
-    mk:{<app>:<stream>}:workers         sorted set: worker id -> expiry (ms, Redis clock)
+    mk:{<app>:<stream>}:lease:<shard>   owner id; SET NX PX <lease_ms>
+    mk:{<app>:<stream>}:workers         sorted set: worker id -> heartbeat expiry (ms, Redis clock)
     mk:{<app>:<stream>}:done            set: shards read to their end (closed by resharding)
 
-Every round (lease_ms / 3) a worker refreshes its heartbeat in ``workers`` (the members whose
-expiry has passed are dropped: they are dead), renews its leases in one pipelined trip (a
-compare-and-PEXPIRE script: only the owner's value is extended), and then balances:
-``quota = ceil(consumable shards / live workers)``. Over quota it hands shards back: it stops
-reading them, writes their last checkpoint and deletes the lease (a compare-and-DEL), so the
-next owner resumes from exactly there. Under quota it takes free shards with SET NX PX. A
-lease another worker holds now stops its shard at once: the task is cancelled and the
-partition's state forgotten. A lease key that has vanished (Redis restarted without its data,
-or the renewal came after the expiry and nobody took the shard meanwhile) is set again in the
-same script, and the shard goes on with the state it holds in memory. Besides that, every shard
-task checks before each batch that its lease was renewed less than a lease ago (minus a
-margin), so a worker whose loop stalled stops by itself; the state store's epoch fences a
-late snapshot write of a worker that lost a shard anyway, so the state is never corrupted,
-only results may be repeated (with the same ids).
+A round, every lease_ms / 3, per worker:
+
+1. heartbeat (_HEARTBEAT, one script): drop members whose expiry has passed (dead workers),
+   add or refresh this worker's, return the live set. A worker that finds itself missing
+   although it had registered (Redis lost its data, or it stalled for a lease) waits a whole
+   lease before taking any free shard, so that the others can take their own keys back first.
+2. renew (_RENEW, one pipelined trip for all held shards): extend a lease only if its key
+   still names this worker (1); set it again if it has vanished (2: nobody took it meanwhile,
+   else the key would name them); otherwise (0) the shard is another's: stop it at once.
+3. balance (``consumable``, ``share``, ``hand_back`` below): with Q = ceil(consumable shards /
+   live workers), a worker over Q hands its highest shard ids back (stop reading, last
+   checkpoint, then _RELEASE, a compare-and-DEL, so the next owner resumes exactly there); a
+   worker under Q takes free shards (no holder) with SET NX PX, in random order.
+
+Invariants and why they hold:
+
+* At most one worker reads a shard at a time: a lease is taken with NX and extended only by
+  its holder; a reader also stops by itself when its lease was last renewed 0.9 lease ago
+  (its loop stalled), before the key can expire and be taken.
+* A late writer cannot corrupt state: the partition state store's epoch (state/store.py,
+  claimed at take-over) fences a snapshot written by a worker that lost the shard; at worst
+  records are made twice, with the same ids.
+* No shard is left unread: a killed worker's leases expire after lease_ms and its heartbeat
+  too, so the others' next share includes its shards.
+* Order across a reshard: children are consumable only once their parents are in ``done``.
 """
 
 from __future__ import annotations
+
+import math
 
 
 _HEARTBEAT = """
@@ -129,3 +144,31 @@ class Leases:
 
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+# -- the balancing rules (pure: the consumer's lease round applies them) -----------------------
+
+def consumable(shards: dict[str, dict], finished: set[str]) -> list[str]:
+    """Shards that may be read now: not finished, and each parent (ParentShardId,
+    AdjacentParentShardId) finished or no longer listed, so that after a split or a merge a
+    flow's packets are read in order (the parents to their end first)."""
+    out = []
+    for sid, sh in shards.items():
+        if sid in finished:
+            continue
+        parents = (sh.get("ParentShardId"), sh.get("AdjacentParentShardId"))
+        if all(p is None or p in finished or p not in shards for p in parents):
+            out.append(sid)
+    return sorted(out)
+
+
+def share(consumable_shards: int, live_workers: int) -> int:
+    """The most shards one worker holds: ceil(consumable / live workers)."""
+    return math.ceil(consumable_shards / max(1, live_workers))
+
+
+def hand_back(active: list[str], quota: int) -> list[str]:
+    """Which of a worker's shards to hand back when it holds more than its share: the
+    highest ids, so that workers over quota agree without talking."""
+    return sorted(active, reverse=True)[:max(0, len(active) - quota)]
+

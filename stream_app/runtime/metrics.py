@@ -148,7 +148,8 @@ class WorkerMetrics:
             self._last = (now, c)
             return (c - c0) / (now - t0) if t0 is not None and now > t0 else 0
         if n == "consumer_lag":
-            return [([str(getattr(tp, "partition", tp))], v) for tp, v in list(rt.lag.items())]
+            from stream_app.runtime.runtime import label
+            return [([label(tp)], v) for tp, v in list(rt.lag.items())]
         if n == "partitions_stalled":
             return len(rt.stalled())
         if n == "ready":

@@ -514,10 +514,17 @@ class Runtime:
         now = time.monotonic()
         problems = [text for text, until in list(self.problems.values())
                     if until is None or now < until]
-        problems += [f"partition {getattr(tp, 'partition', tp)} stalled: lag "
+        problems += [f"partition {label(tp)} stalled: lag "
                      f"{self.lag.get(tp)}, nothing applied for {self.rt.stall_after:g} s"
                      for tp in self.stalled()]
         return not problems, problems
+
+
+def label(tp) -> str:
+    """A partition's label in metrics and messages: a Kafka TopicPartition's (or Kinesis
+    ShardTP's) ``partition``, else the key itself."""
+    p = getattr(tp, "partition", None)
+    return str(tp if p is None or callable(p) else p)
 
 
 async def claim_and_load(store, name: str, stats: Counter) -> tuple[int, bytes | None, dict]:
