@@ -4,7 +4,7 @@
 usage: python bench/bench_worker.py [--capture FILE] [--partitions 4] [--detect] [--processes N]
                                     [--bootstrap HOST:PORT --redis-url URL]
 
-1. Starts a local Kafka and Redis (stream_app.services; or uses the ones given), and replays
+1. Starts a local Kafka and Redis (tests/services; or uses the ones given), and replays
    the capture into a packet topic of PARTITIONS partitions with `mirrorscope collect --pcap`
    (so the batches are exactly what collectors publish).
 2. Baseline, the core alone: the same batches, read back from the topic into memory, applied

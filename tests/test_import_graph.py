@@ -182,3 +182,14 @@ def test_analyze_startup_stays_light(tmp_path):
                        timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"analyze loaded {r.stdout.strip()}"
+
+
+def test_command_modules_are_not_shadowed_by_their_commands():
+    """`from stream_app.cli import sink` is the module (its command is bound as another name
+    in stream_app.cli), so tests and tools can reach the module's functions."""
+    import inspect
+
+    import stream_app.cli as cli
+    for name in ("sink", "worker", "kinesis", "options", "devservices"):
+        __import__(f"stream_app.cli.{name}")
+        assert inspect.ismodule(getattr(cli, name)), name

@@ -206,14 +206,15 @@ def _print_summary(res) -> None:
 # modules import click only, so `mirrorscope --help` stays quick).
 from collectors.collect_cli import collect  # noqa: E402
 from stream_app.cli.devservices import services  # noqa: E402
-from stream_app.cli.sink import sink  # noqa: E402
-from stream_app.cli.worker import worker  # noqa: E402
+# (bound under other names: `stream_app.cli.sink` and `.worker` must stay the modules)
+from stream_app.cli.sink import sink as sink_command  # noqa: E402
+from stream_app.cli.worker import worker as worker_command  # noqa: E402
 from stream_app.cli.kinesis import kinesis_worker  # noqa: E402
 
 main.add_command(collect)
 main.add_command(services)
-main.add_command(sink)
-main.add_command(worker)
+main.add_command(sink_command)
+main.add_command(worker_command)
 main.add_command(kinesis_worker)
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``mirrorscope kinesis-worker``: the stream app on a Kinesis stream (stream_app/
-kinesis_consumer.py), for deployments whose collectors publish to Kinesis. Settings come from
+adapters/kinesis.py), for deployments whose collectors publish to Kinesis. Settings come from
 MIRRORSCOPE_* environment variables, then flags."""
 
 from __future__ import annotations
