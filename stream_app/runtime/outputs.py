@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 
 from stream_app.core.processor import Results
-from stream_app.runtime.runtime import encode_results
+from stream_app.runtime.cores import encode_results
 
 log = logging.getLogger("mirrorscope.outputs")
 
