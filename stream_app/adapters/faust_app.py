@@ -166,9 +166,7 @@ class PacketWorker:
             await self.checkpoint(tp)
         await self._commit("shutdown")
         await self.results.stop()
-        close = getattr(self.runtime, "close", None)
-        if close is not None:
-            close()
+        self.runtime.close()
 
     async def _commit(self, when: str) -> None:
         if self.stream is None:

@@ -299,9 +299,7 @@ class KinesisConsumer:
         h = _Shard(sid, tp, f"{cfg.app_name}:{cfg.stream}:{sid}",
                    deadline=sent + cfg.lease_ms / 1000.0 * 0.9)
         self.owned[sid] = h
-        assigned = getattr(self.runtime, "assigned", None)
-        if assigned is not None:  # we hold the lease now: a partition fenced before is ours
-            assigned([tp])
+        self.runtime.assigned([tp])  # we hold the lease now: a partition fenced before is ours
         h.task = asyncio.create_task(self._shard_main(h), name=f"shard-{sid}")
         self.stats["leases_acquired"] += 1
         log.info("lease acquired", extra={"shard": sid, "workers": len(self.live),

@@ -52,14 +52,18 @@ GAP_WAIT = 10.0
 
 
 class Outcome(enum.Enum):
+    """What ``Runtime.apply`` returns instead of Results when the batch was not applied."""
+
     GAP = "gap"
-    """The batch came after a gap in offsets: the adapter fetches again from ``expected()``
-    (the runtime also calls the ``seek`` it was bound to)."""
+    """Fetch again from ``expected()`` (the runtime also calls the ``seek`` it was bound to):
+    the batch came after a gap in offsets, or the partition went back to its snapshot."""
+    AGAIN = "again"
+    """(internal) A gap judged real just now: apply the same batch, forced."""
+    RESTORE = "restore"
+    """(internal) The core raised on the batch: restore the partition from its snapshot."""
 
 
 GAP = Outcome.GAP
-_AGAIN = object()  # internal: a gap judged real just now; apply the same batch, forced
-_RETAKE = object()  # internal: the core failed the batch; restore the partition
 
 
 class PublishFailed(Exception):
@@ -214,6 +218,9 @@ class Runtime:
         """A rebalance gave us these partitions: a fenced one may be taken again."""
         self.fenced -= set(tps)
 
+    def close(self) -> None:
+        """Stop the cores (core processes; nothing to do in process)."""
+
     def core_died(self, core) -> None:
         """A core process is gone, and the states it held: its partitions are taken over
         again from their snapshots (by a live core) when their next batch comes."""
@@ -244,9 +251,9 @@ class Runtime:
             while True:
                 reply = core.call(Apply(p.tid, offset, p.force, skip), batch)
                 out = self._on_apply(tp, p, offset, handle, reply)
-                if out is not _AGAIN:
+                if out is not Outcome.AGAIN:
                     break
-            if out is _RETAKE:
+            if out is Outcome.RESTORE:
                 await self._retake(tp, name)
                 return GAP
             return out
@@ -255,7 +262,7 @@ class Runtime:
         def done(reply: Reply) -> None:
             core.slots.release()
             out = self._on_apply(tp, p, offset, handle, reply)
-            if out is _RETAKE:
+            if out is Outcome.RESTORE:
                 asyncio.ensure_future(self._retake(tp, name))
         core.request(Apply(p.tid, offset, p.force, skip), batch, done)
         return None
@@ -268,7 +275,7 @@ class Runtime:
             if gap_verdict(p, offset, reply.expected, self.stats):
                 p.force = True  # a real gap: apply the batch when it comes again
                 if p.core.local:
-                    return _AGAIN
+                    return Outcome.AGAIN
             if self._seek is not None:
                 asyncio.ensure_future(self._seek(tp, reply.expected))
             return GAP
@@ -279,7 +286,7 @@ class Runtime:
                       "snapshot and skips that batch whole",
                       extra={"partition": p.name, "offset": offset, "error": reply.error})
             self.owned.pop(tp, None)  # unacked handles stay unacked: they are replayed
-            return _RETAKE
+            return Outcome.RESTORE
         if t is not Applied and t is not Skipped:  # Unowned: the core lost it
             self.owned.pop(tp, None)
             return None
