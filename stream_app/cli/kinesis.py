@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from stream_app.cli.options import load_config, result_topic_options, state_options
+from stream_app.cli.options import load_config, result_topic_options
+from stream_app.cli.worker import state_options
 
 log = logging.getLogger("mirrorscope.kinesis")
 
@@ -105,7 +106,8 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     from stream_app.runtime.health import HealthServer
     from stream_app.runtime.metrics import WorkerMetrics
     from stream_app.runtime.runtime import Runtime, RuntimeConfig
-    from stream_app.cli.options import redact, state_setup
+    from stream_app.cli.options import redact
+    from stream_app.cli.worker import state_setup
 
     loop = asyncio.get_running_loop()
     # boto3 and Redis calls run in threads: one GetRecords per owned shard may be in flight.
