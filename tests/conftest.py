@@ -11,7 +11,7 @@ import pytest
 from schemas.records import FlowRecord
 from services.fixtures import redis_db, redis_server  # noqa: F401  (Redis for every test under tests/)
 from stream_app.core.flowtable import FlowConfig
-from stream_app.embedded import analyze
+from stream_app.adapters.embedded import analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

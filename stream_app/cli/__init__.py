@@ -12,6 +12,7 @@ from rich.table import Table
 
 from collectors.capture import CaptureError
 from collectors.decode import Decoder
+from stream_app.cli.options import detect_config_from
 from stream_app.core.flowtable import FlowConfig
 
 err = Console(stderr=True, soft_wrap=True)
@@ -20,11 +21,22 @@ _DEFAULTS = FlowConfig()
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mirrorscope")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
     `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    # `collect --embedded` runs the stream core in the collector: handed over, not imported
+    # by collectors/ (see stream_app/adapters/embedded_collect.py).
+    ctx.ensure_object(dict)["embedded_publisher"] = embedded_publisher
+
+
+def embedded_publisher(*args, **kw):
+    """The collector's embedded-mode publisher (loaded when used: `mirrorscope --help` and
+    the other commands do not import the core). Module-level, so spawn can pickle it."""
+    from stream_app.adapters.embedded_collect import EmbeddedPublisher
+    return EmbeddedPublisher(*args, **kw)
 
 
 @main.command()
@@ -72,7 +84,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
     from stream_app.core.http import HttpConfig
     from stream_app.core.l7 import L7Config
-    from stream_app.embedded import analyze as run, payload_policy
+    from stream_app.adapters.embedded import analyze as run, payload_policy
 
     for t, name in ((idle_timeout, "--idle-timeout"), (tcp_idle_timeout, "--tcp-idle-timeout"),
                     (active_timeout, "--active-timeout"),
@@ -83,7 +95,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                      active_timeout=active_timeout,
                      close_linger=close_linger)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    dcfg = _detect_config(detect_config) if detect else None
+    dcfg = detect_config_from(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:
         from stream_app.sinks.tee import aws_outputs
@@ -113,18 +125,6 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
         sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_summary(res)
-
-
-def _detect_config(path: Path | None):
-    from stream_app.core.detectors import DetectConfig
-    if path is None:
-        return DetectConfig()
-    import yaml
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return DetectConfig.from_dict(data)
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--detect-config") from None
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -205,15 +205,16 @@ def _print_summary(res) -> None:
 # The other commands live beside what they run; importing them here registers them (their
 # modules import click only, so `mirrorscope --help` stays quick).
 from collectors.collect_cli import collect  # noqa: E402
-from stream_app.services.cli import services  # noqa: E402
-from stream_app.sink_cli import sink  # noqa: E402
-from stream_app.worker_cli import worker  # noqa: E402
-from stream_app.kinesis_cli import kinesis_worker  # noqa: E402
+from stream_app.cli.devservices import services  # noqa: E402
+# (bound under other names: `stream_app.cli.sink` and `.worker` must stay the modules)
+from stream_app.cli.sink import sink as sink_command  # noqa: E402
+from stream_app.cli.worker import worker as worker_command  # noqa: E402
+from stream_app.cli.kinesis import kinesis_worker  # noqa: E402
 
 main.add_command(collect)
 main.add_command(services)
-main.add_command(sink)
-main.add_command(worker)
+main.add_command(sink_command)
+main.add_command(worker_command)
 main.add_command(kinesis_worker)
 
 if __name__ == "__main__":
