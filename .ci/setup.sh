@@ -30,7 +30,7 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # the detectors' e2e tests: real attack tools in the lab (tests/e2e/test_detectors_lab.py)
   nmap hping3
   # Redis for the distributed mode's tests and `mirrorscope services up` (Debian does not
-  # start it: stream_app/services/redis.py runs its own); redis-tools has redis-cli for the
+  # start it: tests/services/redis_service.py runs its own); redis-tools has redis-cli for the
   # Redis Cluster test, openssl makes the TLS test's certificates
   redis-server redis-tools openssl)
 SUDO=""
@@ -93,7 +93,7 @@ case "$version" in
 esac
 
 # Apache Kafka's jars (Maven Central) for the collector's integration tests: a single-node
-# KRaft broker that stream_app/services/kafka.py starts with `java`. Fetched into a
+# KRaft broker that tests/services/kafka_service.py starts with `java`. Fetched into a
 # .partial folder and renamed, so an interrupted download is never taken for a complete one.
 KAFKA_VERSION=${MIRRORSCOPE_TEST_KAFKA_VERSION:-3.9.1}
 KAFKA_JARS=.ci/cache/kafka-$KAFKA_VERSION

@@ -4,7 +4,7 @@
 usage: python bench/bench_worker.py [--capture FILE] [--partitions 4] [--detect] [--processes N]
                                     [--bootstrap HOST:PORT --redis-url URL]
 
-1. Starts a local Kafka and Redis (stream_app.services; or uses the ones given), and replays
+1. Starts a local Kafka and Redis (tests/services; or uses the ones given), and replays
    the capture into a packet topic of PARTITIONS partitions with `mirrorscope collect --pcap`
    (so the batches are exactly what collectors publish).
 2. Baseline, the core alone: the same batches, read back from the topic into memory, applied
@@ -54,8 +54,9 @@ def core_alone(bootstrap: str, topic: str, detect: bool) -> tuple[float, int]:
     from schemas.records import PacketBatch
     from stream_app.core.detectors import Detectors
     from stream_app.core.processor import CoreConfig
-    from stream_app.flowstate import Codec, PartitionState
-    from stream_app.services.kafka import consume_all
+    from stream_app.state.codec import Codec
+    from stream_app.state.partition import PartitionState
+    from tests.services.kafka_service import consume_all
 
     dec = msgspec.msgpack.Decoder(PacketBatch).decode
     msgs = consume_all(bootstrap, topic, timeout=600, idle=2.0)
@@ -90,7 +91,7 @@ def copy_topic(bootstrap: str, src: str, dst: str) -> None:
     sends them (lz4, like the collector)."""
     from kafka import KafkaProducer
 
-    from stream_app.services.kafka import consume_all
+    from tests.services.kafka_service import consume_all
     prod = KafkaProducer(bootstrap_servers=bootstrap, compression_type="lz4", linger_ms=5,
                          batch_size=1 << 20, max_request_size=8 << 20)
     for m in consume_all(bootstrap, src, timeout=600, idle=2.0):
@@ -105,7 +106,7 @@ def run_workers(k: int, bootstrap: str, redis_url: str, topic: str, total: int, 
     owns its share of the partitions first, then copy the batches in, so that the rate is
     that of k workers at work from the start (not one that had it all before the others
     joined)."""
-    from stream_app.services.kafka import free_port
+    from tests.services.kafka_service import free_port
     group = f"bench-{uuid.uuid4().hex[:6]}"
     procs, ports = [], []
     env = {**os.environ, "MIRRORSCOPE_STATE_KEY": "bench"}
@@ -174,8 +175,8 @@ def main() -> int:
     args = ap.parse_args()
     if not args.capture.is_file():
         sys.exit(f"{args.capture} not found: make it with bench/make_capture.sh (root)")
-    from stream_app.services.kafka import LocalKafka, create_topic
-    from stream_app.services.redis import LocalRedis
+    from tests.services.kafka_service import LocalKafka, create_topic
+    from tests.services.redis_service import LocalRedis
 
     work = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     services = []

@@ -149,7 +149,8 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         from collectors.stats import reconcile
         from collectors.worker import replay
         try:
-            snap = replay(cfg, [str(p) for p in pcaps], end_marker=end_marker)
+            snap = replay(cfg, [str(p) for p in pcaps], end_marker=end_marker,
+                          embedded=_embedded())
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -163,13 +164,20 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         return
 
     from collectors.supervisor import Supervisor
-    sup = Supervisor(cfg)
+    sup = Supervisor(cfg, embedded=_embedded())
     summary = sup.run()
     _write_summary(cfg, summary)
     sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()
     if sup.fatal:
         sys.exit(2)
+
+
+def _embedded():
+    """The embedded-mode publisher the program that runs this command provides (the
+    ``mirrorscope`` group puts stream_app's in ``ctx.obj``); None without one."""
+    obj = click.get_current_context().find_root().obj
+    return obj.get("embedded_publisher") if isinstance(obj, dict) else None
 
 
 def _write_summary(cfg, summary: dict) -> None:

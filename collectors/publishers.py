@@ -15,7 +15,6 @@ import collections
 import logging
 import threading
 import time
-from pathlib import Path
 
 import msgspec
 
@@ -653,61 +652,11 @@ class KinesisPublisher(Publisher):
                     self._finish(it, True)
 
 
-# -- embedded ---------------------------------------------------------------------------------
-
-class EmbeddedPublisher(Publisher):
-    """Feeds the stream core in this process and writes its results to a folder
-    (flows.jsonl, as `mirrorscope analyze` does), with VNI enrichment of flow records."""
-
-    name = "embedded"
-
-    def __init__(self, cfg, stats: Stats, collector_id: str, enricher=None,
-                 live: bool = True):
-        super().__init__(stats, collector_id, enricher)
-        from stream_app.core.flowtable import FlowConfig
-        from stream_app.core.processor import CoreConfig, Processor
-        from stream_app.embedded import LocalOutputs
-
-        self.cfg = cfg
-        self.live = live
-        self.core = Processor(CoreConfig(flows=FlowConfig(
-            idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
-            close_linger=cfg.close_linger)))
-        self.out_dir = Path(cfg.out_dir)
-        self.outputs = LocalOutputs(self.out_dir)
-        self._next_tick = 0.0
-        self.flows_written = 0
-
-    def _write(self, results) -> None:
-        if self.enricher is not None:
-            for f in results.flows:
-                self.enricher.fill_flow(f)
-            for a in results.alerts:  # the mirrored ENI of the alert's VNI
-                if a.interface_id is None and a.vni is not None:
-                    info = self.enricher.get(a.vni)
-                    if info is not None:
-                        a.interface_id = info.interface_id
-        self.flows_written += len(results.flows)
-        self.outputs.write(results)
-
-    def submit(self, p, key, records, est_bytes, block=False):
-        self._write(self.core.process(records))
-        self.stats.published += len(records)
-        self.stats.batches_published += 1
-
-    def poll(self, now: float) -> None:
-        if now >= self._next_tick:
-            self._next_tick = now + self.cfg.tick_s
-            self._write(self.core.tick(time.time_ns() if self.live else None))
-
-    def close(self, timeout: float = 0.0) -> None:
-        self._write(self.core.finish())
-        self.outputs.close()
-
-
 def make_publisher(cfg, stats: Stats, collector_id: str, enricher=None, live: bool = True,
-                   kinesis_client=None) -> Publisher:
-    """cfg: collectors.config.CollectConfig."""
+                   kinesis_client=None, embedded=None) -> Publisher:
+    """cfg: collectors.config.CollectConfig. ``embedded``: the publisher class of embedded
+    mode (the stream core in this process), injected by the caller (`mirrorscope collect`
+    passes stream_app's): collectors never import the stream app."""
     t = cfg.transport
     if t == "kafka":
         return KafkaPublisher(cfg.kafka, cfg.buffer.max_bytes, stats, collector_id, enricher)
@@ -715,5 +664,8 @@ def make_publisher(cfg, stats: Stats, collector_id: str, enricher=None, live: bo
         return KinesisPublisher(cfg.kinesis, cfg.buffer.max_bytes, cfg.batch.linger_ms / 1000.0,
                                 stats, collector_id, enricher, client=kinesis_client)
     if t == "embedded":
-        return EmbeddedPublisher(cfg.embedded, stats, collector_id, enricher, live=live)
+        if embedded is None:
+            raise PublisherNotReady("embedded mode needs the stream core: run it through "
+                                    "`mirrorscope collect`, which provides it")
+        return embedded(cfg.embedded, stats, collector_id, enricher, live=live)
     return NullPublisher(stats, collector_id, cfg.null_partitions, enricher=enricher)

@@ -67,8 +67,9 @@ class Slot:
 
 
 class Supervisor:
-    def __init__(self, cfg: CollectConfig):
+    def __init__(self, cfg: CollectConfig, embedded=None):
         self.cfg = cfg
+        self.embedded = embedded  # the embedded-mode publisher class (make_publisher)
         self.n = effective_processes(cfg)
         self.slots = [Slot(i) for i in range(self.n)]
         self.stopping = False
@@ -82,7 +83,7 @@ class Supervisor:
     # -- workers ------------------------------------------------------------------------------
     def _spawn(self, slot: Slot) -> None:
         r, w = self._ctx.Pipe(duplex=False)
-        p = self._ctx.Process(target=worker_main, args=(self._cfg_json, slot.index, w),
+        p = self._ctx.Process(target=worker_main, args=(self._cfg_json, slot.index, w, self.embedded),
                               name=f"mirrorscope-collect-{slot.index}", daemon=False)
         p.start()
         w.close()

@@ -78,7 +78,7 @@ class Components:
     """What the socket loop and the replay share."""
 
     def __init__(self, cfg: CollectConfig, collector_id: str, live: bool, block: bool = False,
-                 kinesis_client=None):
+                 kinesis_client=None, embedded=None):
         self.cfg = resolve_defaults(cfg)
         self.stats = Stats()
         self.enricher = Enricher.from_config(cfg.enrichment)
@@ -88,7 +88,8 @@ class Components:
         self.sources = SourceCheck(cfg.source_cidrs)
         self.vnis = frozenset(cfg.vnis) if cfg.vnis else None
         self.publisher: Publisher = make_publisher(cfg, self.stats, collector_id, self.enricher,
-                                                   live=live, kinesis_client=kinesis_client)
+                                                   live=live, kinesis_client=kinesis_client,
+                                                   embedded=embedded)
         self.pipeline: Pipeline | None = None
         self.block = block
 
@@ -125,7 +126,7 @@ class Components:
 
 
 class Worker:
-    def __init__(self, cfg: CollectConfig, index: int, conn=None):
+    def __init__(self, cfg: CollectConfig, index: int, conn=None, embedded=None):
         self.cfg = cfg
         self.index = index
         self.conn = conn
@@ -133,7 +134,7 @@ class Worker:
         self.collector_id = cfg.collector_id or f"{socket.gethostname()}:{os.getpid()}"
         if cfg.collector_id and cfg.processes != 1:
             self.collector_id = f"{cfg.collector_id}/{index}"
-        self.c = Components(cfg, self.collector_id, live=True)
+        self.c = Components(cfg, self.collector_id, live=True, embedded=embedded)
         self.ready = False
         self.sock = None
         self.inode = None
@@ -314,12 +315,13 @@ class Worker:
             self._process(rx, k, time.monotonic())
 
 
-def worker_main(cfg_json: bytes, index: int, conn) -> None:
-    """Entry point of a worker process (multiprocessing, spawn)."""
+def worker_main(cfg_json: bytes, index: int, conn, embedded=None) -> None:
+    """Entry point of a worker process (multiprocessing, spawn). ``embedded``: see
+    make_publisher (a class, pickled by reference)."""
     cfg = msgspec.json.decode(cfg_json, type=CollectConfig)
     logs.setup(cfg.log_level, worker=index, pid=os.getpid())
     try:
-        code = Worker(cfg, index, conn).run()
+        code = Worker(cfg, index, conn, embedded).run()
     except Exception:
         log.exception("worker failed")
         code = 1
@@ -334,7 +336,7 @@ def worker_main(cfg_json: bytes, index: int, conn) -> None:
 # -- capture replay ---------------------------------------------------------------------------
 
 def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
-           progress=None, end_marker: bool = True) -> dict:
+           progress=None, end_marker: bool = True, embedded=None) -> dict:
     """Publish the packets of capture files through the configured transport, in this
     process, with backpressure instead of drops (a file can wait; a socket cannot). Returns
     the final counters (``received`` counts frames read).
@@ -351,7 +353,8 @@ def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.append(True))
     cid = cfg.collector_id or f"{socket.gethostname()}:{os.getpid()}"
-    c = Components(cfg, cid, live=False, block=True, kinesis_client=kinesis_client)
+    c = Components(cfg, cid, live=False, block=True, kinesis_client=kinesis_client,
+                   embedded=embedded)
     if c.enricher is not None:
         c.enricher.start()
     c.start_publisher()

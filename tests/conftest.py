@@ -11,7 +11,7 @@ import pytest
 from schemas.records import FlowRecord
 from tests.services.fixtures import redis_db, redis_server  # noqa: F401  (Redis for every test under tests/)
 from stream_app.core.flowtable import FlowConfig
-from stream_app.embedded import analyze
+from stream_app.adapters.embedded import analyze
 
 # With CI set, a skipped test fails the run (tests/ci_guard.py).
 pytest_plugins = ["tests.ci_guard"]

@@ -17,8 +17,8 @@ from tests.conftest import SAMPLE
 
 # What only the distributed mode, the AWS sinks or the other commands need.
 HEAVY = ("faust", "aiokafka", "kafka", "redis", "boto3", "botocore", "pyarrow", "asyncio",
-         "prometheus_client", "lz4", "yaml", "collectors.collect_cli", "stream_app.worker_cli",
-         "stream_app.sink_cli", "stream_app.kinesis_cli", "stream_app.services")
+         "prometheus_client", "lz4", "yaml", "collectors.collect_cli", "stream_app.cli.worker",
+         "stream_app.cli.sink", "stream_app.cli.kinesis", "stream_app.adapters.faust_app")
 
 
 def modules_after(*argv: str) -> set[str]:
@@ -40,14 +40,14 @@ def test_help_imports_no_command_nor_rich():
     mods = modules_after("--help")
     assert heavy_in(mods) == []
     assert not any(m == "rich" or m.startswith("rich.") for m in mods)
-    assert "collectors.decode" not in mods and "stream_app.embedded" not in mods
+    assert "collectors.decode" not in mods and "stream_app.adapters.embedded" not in mods
 
 
 def test_analyze_imports_only_what_analyze_runs(tmp_path):
     mods = modules_after("analyze", str(SAMPLE), "--out", str(tmp_path / "out"), "--no-progress")
     assert (tmp_path / "out" / "flows.jsonl").stat().st_size > 0
     assert heavy_in(mods) == []
-    assert "stream_app.embedded" in mods and "stream_app.core.detectors" in mods
+    assert "stream_app.adapters.embedded" in mods and "stream_app.core.detectors" in mods
 
 
 def test_the_command_table_names_the_real_commands():

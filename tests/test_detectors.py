@@ -310,7 +310,7 @@ def test_alert_through_parquet_and_cloudwatch_event():
 
 def test_local_outputs_write_alerts(tmp_path):
     from stream_app.core.processor import Results
-    from stream_app.embedded import LocalOutputs
+    from stream_app.adapters.embedded import LocalOutputs
     alerts = run([rej(p) for p in range(1, 30)])
     out = LocalOutputs(tmp_path)
     out.write(Results(alerts=alerts))

@@ -341,7 +341,7 @@ def test_seeded_fuzz_80k():
 # -- the real HTTP corpus ------------------------------------------------------------------------
 
 def test_zeek_http_corpus_heads(monkeypatch, tmp_path):
-    from stream_app.embedded import analyze
+    from stream_app.adapters.embedded import analyze
 
     files = sorted(p for p in ZEEK_HTTP.glob("*") if p.is_file() and p.suffix not in (".md", ".json"))
     if not files:

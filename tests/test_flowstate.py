@@ -1,4 +1,4 @@
-"""Partition state made durable (stream_app/flowstate.py, stream_app/statestore.py): a capture
+"""Partition state made durable (stream_app/state/partition.py, stream_app/state/store.py): a capture
 split into partitions, with the owner crashing at random points and its successor restoring
 the last snapshot and replaying from an earlier offset, gives the same flow and HTTP records
 as one Processor over the whole file: nothing lost, nothing counted twice."""
@@ -17,9 +17,10 @@ from collectors.partition import kafka_partition
 from collectors.source import capture_batches
 from schemas.records import PACKET_BATCH_VERSION, PacketBatch
 from stream_app.core.processor import CoreConfig, Processor
-from stream_app.embedded import payload_policy
-from stream_app.flowstate import Codec, PartitionState, StateError
-from stream_app.statestore import Fenced, MemoryStore, StateLost
+from stream_app.adapters.embedded import payload_policy
+from stream_app.state.codec import Codec, StateError
+from stream_app.state.partition import PartitionState
+from stream_app.state.store import Fenced, MemoryStore, StateLost
 from tests.conftest import CORPUS
 
 CAPTURES = ["zeek__wikipedia.pcap", "dpkt__http.pcap", "zeek__http_methods.pcap",

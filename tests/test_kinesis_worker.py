@@ -33,8 +33,8 @@ import boto3
 import msgspec
 import pytest
 
-from stream_app.services.kafka import free_port
-from stream_app.services.moto import CREDENTIALS
+from tests.services.kafka_service import free_port
+from tests.services.moto_service import CREDENTIALS
 from tests.services.collector_proc import MIRRORSCOPE
 from tests.services.fixtures import kafka_broker  # noqa: F401
 from tests.services.worker_proc import Worker
@@ -144,8 +144,8 @@ class Env:
         """Until every shard's state in Redis includes the shard's last record."""
         import redis
 
-        from stream_app.flowstate import Meta
-        from stream_app.statestore import keys
+        from stream_app.state.partition import Meta
+        from stream_app.state.store import keys
         want = self.last_sequence_numbers()
         r = redis.Redis.from_url(self.redis_url)
         got: dict = {}
@@ -348,7 +348,7 @@ def test_results_to_kafka_topics(env, capture, kafka_broker):  # noqa: F811
     """--kafka-bootstrap: the records go to the result topics as `mirrorscope worker` sends
     them (key = id, value = msgpack), and equal analyze's."""
     from schemas.records import Alert, FlowRecord, HttpTransaction
-    from stream_app.services.kafka import consume_all, create_topic
+    from tests.services.kafka_service import consume_all, create_topic
     parts, ref = capture
     topics = {k: f"{k}-{env.stream}" for k in KINDS}
     for t in topics.values():
@@ -502,11 +502,11 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
 
     from collectors.kpl import MAGIC
     from stream_app.core.processor import CoreConfig
-    from stream_app.flowstate import Codec
-    from stream_app.kinesis_consumer import ConsumerConfig, KinesisConsumer
-    from stream_app.outputs import FolderResults
-    from stream_app.statestore import RedisStore
-    from stream_app.worker import Runtime, RuntimeConfig
+    from stream_app.state.codec import Codec
+    from stream_app.adapters.kinesis import ConsumerConfig, KinesisConsumer
+    from stream_app.runtime.outputs import FolderResults
+    from stream_app.state.store import RedisStore
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
 
     parts, ref = capture
     k = StandInKinesis(2)

@@ -18,8 +18,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream_app.services.kafka import jars_present, port_open
-from stream_app.services.redis import redis_server_exe
+from tests.services.kafka_service import jars_present, port_open
+from tests.services.redis_service import redis_server_exe
 from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")

@@ -1,4 +1,4 @@
-"""stream_app.services.redis.LocalRedis (Debian's redis-server) and the redis_server / redis_db
+"""tests.services.redis_service.LocalRedis (Debian's redis-server) and the redis_server / redis_db
 fixtures (tests/services/fixtures.py, imported by tests/conftest.py)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream_app.services.kafka import port_open
-from stream_app.services.redis import LocalRedis, redis_server_exe
+from tests.services.kafka_service import port_open
+from tests.services.redis_service import LocalRedis, redis_server_exe
 
 pytestmark = pytest.mark.skipif(redis_server_exe() is None,
                                 reason="redis-server missing: apt-get install redis-server")
@@ -91,7 +91,7 @@ def test_stop_escalates_to_sigkill(local):
 
 
 def test_missing_redis_server(tmp_path, monkeypatch):
-    import stream_app.services.redis as mod
+    import tests.services.redis_service as mod
     monkeypatch.setattr(mod, "REDIS_SERVER", str(tmp_path / "nope"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="apt-get install redis-server"):

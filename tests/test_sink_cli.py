@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from stream_app import sink_cli
+from stream_app.cli import sink as sink_cli
 from stream_app.cli import main
 from tests.sink_helpers import free_port
 

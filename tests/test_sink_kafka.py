@@ -109,7 +109,7 @@ def test_crash_between_upload_and_commit_replays_without_duplicates(kafka, moto,
 
     from kafka import KafkaProducer
 
-    from stream_app.sink_cli import KafkaSource, run_s3
+    from stream_app.cli.sink import KafkaSource, run_s3
     from stream_app.sinks.batching import Bounds, flow_kind
     from stream_app.sinks.s3 import S3Settings, S3Sink
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.records import Alert, FlowRecord, HttpTransaction
-from stream_app.sink_cli import Message, run_cloudwatch, run_s3
+from stream_app.cli.sink import Message, run_cloudwatch, run_s3
 from stream_app.sinks import cloudwatch as cw
 from stream_app.sinks.batching import (Batcher, Bounds, alert_kind, flow_kind, http_kind,
                                        object_key, partition_of)

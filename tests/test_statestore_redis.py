@@ -1,5 +1,5 @@
 """The Redis side of distributed mode against real redis-server processes: partition snapshots
-(stream_app/statestore.py) and the detectors' shared state (stream_app/detectstate.py), on a
+(stream_app/state/store.py) and the detectors' shared state (stream_app/state/detectors.py), on a
 standalone server with AUTH and on a three-node Redis Cluster (hash tags keep a partition's
 keys in one slot; a wrong layout fails there with CROSSSLOT)."""
 
@@ -14,11 +14,12 @@ import redis
 from schemas.records import PacketBatch
 from stream_app.core.detectors import Detectors
 from stream_app.core.processor import CoreConfig, Processor
-from stream_app.detectstate import RedisDetectorState
-from stream_app.flowstate import Codec, PartitionState
-from stream_app.services.kafka import free_port
-from stream_app.services.redis import LocalRedis, redis_server_exe
-from stream_app.statestore import Fenced, RedisConfig, RedisStore, StateLost, connect
+from stream_app.state.detectors import RedisDetectorState
+from stream_app.state.codec import Codec
+from stream_app.state.partition import PartitionState
+from tests.services.kafka_service import free_port
+from tests.services.redis_service import LocalRedis, redis_server_exe
+from stream_app.state.store import Fenced, RedisConfig, RedisStore, StateLost, connect
 from tests.test_flowstate import records_of
 from tests.test_worker_kafka import scan
 from tests.services.traffic import capture_of, tcp_flows, write_pcap

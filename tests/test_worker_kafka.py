@@ -21,7 +21,7 @@ import msgspec
 import pytest
 
 from schemas.records import Alert, FlowRecord, HttpTransaction
-from stream_app.services.kafka import consume_all, create_topic
+from tests.services.kafka_service import consume_all, create_topic
 from tests.services.collector_proc import MIRRORSCOPE
 from tests.services.fixtures import kafka_broker  # noqa: F401
 from tests.services.traffic import (
@@ -93,7 +93,7 @@ def capture(tmp_path_factory):
 def env(request, kafka_broker, redis_db, tmp_path):  # noqa: F811
     """Fresh topics and group for one test; the workers it starts are stopped at the end.
     Every test runs with workers of one process, and of two (--processes 2: the core in
-    subprocesses, stream_app/coreproc.py)."""
+    subprocesses, stream_app/runtime/processes.py)."""
     tag = uuid.uuid4().hex[:8]
     e = Env(kafka_broker.bootstrap, redis_db, tag, tmp_path, request.param)
     create_topic(e.bootstrap, e.topic, 4)

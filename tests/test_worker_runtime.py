@@ -1,4 +1,4 @@
-"""The worker runtime (stream_app/worker.py) without a broker: ordering of offsets, when
+"""The worker runtime (stream_app/runtime/runtime.py) without a broker: ordering of offsets, when
 offsets may be committed, and what happens when the store or the broker fails."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-import stream_app.worker as worker_mod
+import stream_app.runtime.runtime as worker_mod
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig
-from stream_app.flowstate import Codec
-from stream_app.statestore import MemoryStore
-from stream_app.worker import GAP, PublishFailed, Runtime, RuntimeConfig
+from stream_app.state.codec import Codec
+from stream_app.state.store import MemoryStore
+from stream_app.runtime.runtime import GAP, PublishFailed, Runtime, RuntimeConfig
 from tests.test_flowstate import records_of
 
 RECS = records_of("dpkt__http.pcap")
@@ -119,8 +119,8 @@ def test_core_processes_give_what_the_in_process_runtime_gives():
     checkpoint in the middle."""
     import msgspec
 
-    from stream_app.coreproc import RemoteRuntime
-    from stream_app.worker import encode_results
+    from stream_app.runtime.processes import RemoteRuntime
+    from stream_app.runtime.runtime import encode_results
 
     recs = records_of("zeek__wikipedia.pcap")
     end = recs[-1].ts_ns

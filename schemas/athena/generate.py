@@ -54,7 +54,7 @@ def hive_type(lt: tuple) -> str:
 
 
 def columns(struct_type: type) -> list[tuple[str, str]]:
-    from stream_app.sinks.parquet import struct_columns
+    from schemas.columns import struct_columns
     return [(name, hive_type(lt)) for name, lt in struct_columns(struct_type)]
 
 

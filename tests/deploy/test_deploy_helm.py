@@ -242,12 +242,25 @@ def test_keda_capped_at_partitions_and_never_idle(helm_template):
     assert trigger["metadata"]["allowIdleConsumers"] == "false"
     assert trigger["metadata"]["sasl"] == "aws_msk_iam" and trigger["metadata"]["tls"] == "enable"
     assert trigger["authenticationRef"]["name"] == "ms-worker"
-    assert docs["TriggerAuthentication", "ms-worker"]["spec"]["podIdentity"]["provider"] == "aws"
+    pid = docs["TriggerAuthentication", "ms-worker"]["spec"]["podIdentity"]
+    assert pid == {"provider": "aws", "roleArn": "arn:aws:iam::123456789012:role/mirrorscope-keda"}
     assert docs["Deployment", "ms-sink-s3"]["spec"]["replicas"] == 6  # 50 requested
 
     kinesis = by_kind_name(helm_template(*RENDERS["keda-kinesis"]))["ScaledObject", "ms-worker"]["spec"]
     assert kinesis["triggers"][0]["type"] == "aws-kinesis-stream"
     assert kinesis["triggers"][0]["metadata"]["streamName"] == "mirrorscope"
+    age = kinesis["triggers"][1]
+    assert age["type"] == "aws-cloudwatch" and age["authenticationRef"]["name"] == "ms-worker"
+    assert age["metadata"]["metricName"] == "GetRecords.IteratorAgeMilliseconds"
+    assert age["metadata"]["dimensionValue"] == "mirrorscope"
+
+
+def test_keda_refuses_to_authenticate_as_its_own_operator(helm_template):
+    """KEDA's pod identity without a role uses the operator's own role, which Terraform grants
+    nothing: the chart refuses that instead of rendering a scaler that can never read lag."""
+    with pytest.raises(pytest.fail.Exception, match="roleArn is required"):
+        helm_template("-f", FULL, "--set",
+                      "worker.autoscaling.keda.triggerAuthentication.podIdentity.roleArn=")
 
 
 # --------------------------------------------------------------------------------------------

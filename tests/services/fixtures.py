@@ -4,11 +4,11 @@ these names into a test module or conftest, or list this module in ``pytest_plug
 Kafka, in order of preference:
 1. ``MIRRORSCOPE_TEST_KAFKA=host:port``: an existing broker (cannot be stopped by the tests);
 2. testcontainers' Kafka (KRaft) when a Docker daemon answers;
-3. the local launcher (stream_app.services.kafka.LocalKafka: Maven Central's jars + java).
+3. the local launcher (tests.services.kafka_service.LocalKafka: Maven Central's jars + java).
 CI here has no Docker, so 3 is the path that must work.
 
 Redis (``redis_server``, ``redis_db``), in the same order: ``MIRRORSCOPE_TEST_REDIS=redis://...``,
-testcontainers' Redis when Docker answers, else stream_app.services.redis.LocalRedis (Debian's
+testcontainers' Redis when Docker answers, else tests.services.redis_service.LocalRedis (Debian's
 redis-server). tests/conftest.py imports the two Redis fixtures, so every test under tests/
 can name them without an import.
 """
@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream_app.services.kafka import LocalKafka, create_topic
-from stream_app.services.moto import CREDENTIALS, MotoServer
-from stream_app.services.redis import LocalRedis
+from tests.services.kafka_service import LocalKafka, create_topic
+from tests.services.moto_service import CREDENTIALS, MotoServer
+from tests.services.redis_service import LocalRedis
 
 log = logging.getLogger(__name__)
 

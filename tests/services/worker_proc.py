@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from stream_app.services.kafka import free_port
+from tests.services.kafka_service import free_port
 from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")

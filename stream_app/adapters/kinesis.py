@@ -1,27 +1,9 @@
 """The Kinesis path of the stream app: shards of the collectors' stream, leased among the
-workers through Redis, fed to the same Runtime (stream_app/worker.py) and core as the Kafka
+workers through Redis, fed to the same Runtime (stream_app/runtime/runtime.py) and core as the Kafka
 worker. One asyncio loop per worker; boto3 and redis-py calls run in threads.
 
-Shard leases (Redis; every key hash-tagged by app and stream, so one Cluster slot holds them)::
-
-    mk:{<app>:<stream>}:lease:<shard>   owner id, SET NX PX <lease_ms>; renewed every lease/3
-    mk:{<app>:<stream>}:workers         sorted set: worker id -> expiry (ms, Redis clock)
-    mk:{<app>:<stream>}:done            set: shards read to their end (closed by resharding)
-
-Every round (lease_ms / 3) a worker refreshes its heartbeat in ``workers`` (the members whose
-expiry has passed are dropped: they are dead), renews its leases in one pipelined trip (a
-compare-and-PEXPIRE script: only the owner's value is extended), and then balances:
-``quota = ceil(consumable shards / live workers)``. Over quota it hands shards back: it stops
-reading them, writes their last checkpoint and deletes the lease (a compare-and-DEL), so the
-next owner resumes from exactly there. Under quota it takes free shards with SET NX PX. A
-lease another worker holds now stops its shard at once: the task is cancelled and the
-partition's state forgotten. A lease key that has vanished (Redis restarted without its data,
-or the renewal came after the expiry and nobody took the shard meanwhile) is set again in the
-same script, and the shard goes on with the state it holds in memory. Besides that, every shard
-task checks before each batch that its lease was renewed less than a lease ago (minus a
-margin), so a worker whose loop stalled stops by itself; the state store's epoch fences a
-late snapshot write of a worker that lost a shard anyway, so the state is never corrupted,
-only results may be repeated (with the same ids).
+Shards are leased among the workers through Redis: the protocol (keys, rounds, quotas,
+hand-over, fencing) is in stream_app/adapters/kinesis_leases.py and docs/distributed.md.
 
 Positions and offsets. A shard's position is the watermark of its partition state (the
 Runtime's snapshot in Redis IS the Kinesis checkpoint; there is no other). A Kinesis record is
@@ -50,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import socket
@@ -65,8 +46,10 @@ import msgspec
 from collectors.kpl import deaggregate
 from schemas.records import PacketBatch
 from stream_app.core.processor import Results
-from stream_app.flowstate import Meta
-from stream_app.statestore import keys as state_keys
+from stream_app.runtime.runtime import GAP
+from stream_app.state.partition import Meta
+from stream_app.adapters.kinesis_leases import Leases, consumable, hand_back, share
+from stream_app.state.store import keys as state_keys
 
 log = logging.getLogger("mirrorscope.kinesis")
 
@@ -101,115 +84,8 @@ class LeaseLost(Exception):
 
 
 class _Restart(Exception):
-    """Results of this shard were lost on their way out: go back to the last snapshot."""
-
-
-# -- leases in Redis --------------------------------------------------------------------------
-
-_HEARTBEAT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
-return {added, redis.call('ZRANGE', KEYS[1], 0, -1)}
-"""
-
-_RENEW = """
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-elseif not cur then
-  -- Nobody holds it (Redis lost its data, or our renewal came late): ours again.
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-class Leases:
-    """Synchronous Redis side of the lease protocol (see the module docstring)."""
-
-    def __init__(self, client, app: str, stream: str, owner: str, lease_ms: int):
-        self.r = client
-        self.owner = owner
-        self.lease_ms = int(lease_ms)
-        self.prefix = "mk:{" + f"{app}:{stream}" + "}"
-        self._hb = client.register_script(_HEARTBEAT)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self.round_trips = 0
-
-    def key(self, shard: str) -> str:
-        return f"{self.prefix}:lease:{shard}"
-
-    @property
-    def workers_key(self) -> str:
-        return f"{self.prefix}:workers"
-
-    @property
-    def done_key(self) -> str:
-        return f"{self.prefix}:done"
-
-    def heartbeat(self) -> tuple[bool, list[str], set[str]]:
-        """(whether this worker was missing from the registry, live workers, finished
-        shards)."""
-        self.round_trips += 1
-        p = self.r.pipeline(transaction=False)
-        self._hb(keys=[self.workers_key], args=[self.owner, self.lease_ms], client=p)
-        p.smembers(self.done_key)
-        (added, live), done = p.execute()
-        return bool(added), [_s(w) for w in live], {_s(d) for d in done}
-
-    def deregister(self) -> None:
-        self.round_trips += 1
-        self.r.zrem(self.workers_key, self.owner)
-
-    def acquire(self, shard: str) -> bool:
-        self.round_trips += 1
-        return bool(self.r.set(self.key(shard), self.owner, nx=True, px=self.lease_ms))
-
-    def renew(self, shards: list[str]) -> dict[str, int]:
-        """Per shard: 1 renewed, 2 taken again (the key had vanished), 0 another's."""
-        if not shards:
-            return {}
-        self.round_trips += 1
-        p = self.r.pipeline(transaction=False)
-        for s in shards:
-            self._renew(keys=[self.key(s)], args=[self.owner, self.lease_ms], client=p)
-        return {s: int(ok) for s, ok in zip(shards, p.execute())}
-
-    def release(self, shard: str) -> bool:
-        self.round_trips += 1
-        return bool(self._release(keys=[self.key(shard)], args=[self.owner]))
-
-    def holders(self, shards: list[str]) -> dict[str, str | None]:
-        if not shards:
-            return {}
-        self.round_trips += 1
-        vals = self.r.mget([self.key(s) for s in shards])
-        return {s: (_s(v) if v is not None else None) for s, v in zip(shards, vals)}
-
-    def mark_finished(self, shard: str) -> None:
-        self.round_trips += 1
-        self.r.sadd(self.done_key, shard)
-
-    def forget_finished(self, shards: set[str]) -> None:
-        if shards:
-            self.round_trips += 1
-            self.r.srem(self.done_key, *shards)
-
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    """Go back to the shard's last snapshot: results were lost on their way out, or a batch
+    made the core raise (the runtime then skips that batch whole on the way)."""
 
 
 # -- the consumer -----------------------------------------------------------------------------
@@ -362,10 +238,10 @@ class KinesisConsumer:
         if not balance or not self.shards:
             return
         eligible = self.consumable()
-        quota = math.ceil(len(eligible) / max(1, len(live)))
+        quota = share(len(eligible), len(live))
         active = [s for s, h in self.owned.items() if not h.releasing]
         if len(active) > quota:
-            for sid in sorted(active, reverse=True)[:len(active) - quota]:
+            for sid in hand_back(active, quota):
                 self._hand_over(self.owned[sid], "rebalance")
         elif len(active) < quota:
             now = time.monotonic()
@@ -383,14 +259,7 @@ class KinesisConsumer:
                     self._start(sid, sent)
 
     def consumable(self) -> list[str]:
-        out = []
-        for sid, sh in self.shards.items():
-            if sid in self.finished:
-                continue
-            parents = (sh.get("ParentShardId"), sh.get("AdjacentParentShardId"))
-            if all(p is None or p in self.finished or p not in self.shards for p in parents):
-                out.append(sid)
-        return sorted(out)
+        return consumable(self.shards, self.finished)
 
     async def _refresh(self) -> None:
         try:
@@ -430,9 +299,7 @@ class KinesisConsumer:
         h = _Shard(sid, tp, f"{cfg.app_name}:{cfg.stream}:{sid}",
                    deadline=sent + cfg.lease_ms / 1000.0 * 0.9)
         self.owned[sid] = h
-        assigned = getattr(self.runtime, "assigned", None)
-        if assigned is not None:  # we hold the lease now: a partition fenced before is ours
-            assigned([tp])
+        self.runtime.assigned([tp])  # we hold the lease now: a partition fenced before is ours
         h.task = asyncio.create_task(self._shard_main(h), name=f"shard-{sid}")
         self.stats["leases_acquired"] += 1
         log.info("lease acquired", extra={"shard": sid, "workers": len(self.live),
@@ -446,6 +313,7 @@ class KinesisConsumer:
         if h.task is not None and not h.task.done():
             h.task.cancel()
         self.runtime.release(h.tp)
+        self.runtime.forget_lag(h.tp)
         self.outputs.forget(h.tp)
         self.stats["leases_lost"] += 1
         log.warning("lease lost: shard stopped", extra={"shard": h.sid, "reason": why})
@@ -482,6 +350,7 @@ class KinesisConsumer:
         if self.owned.get(h.sid) is h:
             self.owned.pop(h.sid, None)
         self.runtime.release(h.tp)
+        self.runtime.forget_lag(h.tp)
         self.outputs.forget(h.tp)
         try:
             await asyncio.to_thread(self.leases.release, h.sid)
@@ -534,10 +403,10 @@ class KinesisConsumer:
         while True:
             try:
                 return await self._consume(h)
-            except _Restart:
+            except _Restart as exc:
                 self.stats["shard_restarts"] += 1
-                log.warning("results lost on their way out: shard goes back to its last "
-                            "snapshot", extra={"shard": h.sid})
+                log.warning("shard goes back to its last snapshot", extra={
+                    "shard": h.sid, "reason": str(exc) or "results lost on their way out"})
                 self.runtime.release(h.tp)
                 self.outputs.forget(h.tp)
                 h.flush_failed = False
@@ -636,6 +505,8 @@ class KinesisConsumer:
             backoff = 0.2
             records = resp.get("Records", [])
             h.behind_ms = resp.get("MillisBehindLatest")
+            if h.behind_ms is not None:  # for the runtime's stall check and the lag gauge
+                self.runtime.set_lag(h.tp, h.behind_ms)
             for rec in records:
                 await self._record(h, rec)
             if records:
@@ -693,6 +564,8 @@ class KinesisConsumer:
             self._check_lease(h)
             off = seq << OFFSET_BITS | idx
             res = await self.runtime.apply(h.tp, h.name, off, batch, off)
+            if res is GAP:  # the core raised on a batch: back to the last snapshot
+                raise _Restart("a batch made the core raise")
             if res is None or not isinstance(res, Results):
                 st["batches_skipped"] += 1
                 continue
@@ -775,8 +648,10 @@ class KinesisConsumer:
         rt = self.runtime
         stats = dict(rt.stats)
         stats.update(self.stats)
+        healthy, problems = rt.health()
         return {
-            "ready": self.ready,
+            "ready": self.ready and healthy,
+            "problems": problems,
             "worker": self.cfg.worker_id,
             "stream": self.cfg.stream,
             "app": self.cfg.app_name,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from stream_app.flowstate import Snapshot
+from stream_app.state.partition import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from typing import NamedTuple, Protocol
 import click
 import msgspec
 
+from stream_app.cli.options import RESULT_TOPIC_OPTIONS, load_config
 from stream_app.sinks.batching import Bounds, RecordKind, default_kinds
 
 log = logging.getLogger("mirrorscope.sink")
@@ -183,39 +184,9 @@ def run_cloudwatch(source: Source, sink, topic_kinds: dict[str, RecordKind],
 
 # --- command line ---------------------------------------------------------------------------
 
-def _load_config(ctx: click.Context, _param, path):
-    """--config YAML: keys are the option names (dashes or underscores); MIRRORSCOPE_*
-    environment variables override it and flags override both."""
-    if path:
-        import yaml
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise click.BadParameter("must be a YAML mapping", param_hint="--config")
-        ctx.default_map = {str(k).replace("-", "_"): v for k, v in data.items()}
-    return path
-
-
-# The result topics, as the workers publish them and the sinks read them.
-RESULT_TOPIC_OPTIONS = [
-    click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
-                 show_default=True, help="Flow records (schemas.records.FlowRecord)."),
-    click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
-                 show_default=True, help="HTTP transactions (schemas.records.HttpTransaction)."),
-    click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-                 show_default=True, help="Alert records (schemas.records.Alert)."),
-]
-
-
-def result_topic_options(f):
-    for o in reversed(RESULT_TOPIC_OPTIONS):
-        f = o(f)
-    return f
-
-
 def _common(f):
     opts = [
-        click.option("--config", type=click.Path(dir_okay=False), callback=_load_config,
+        click.option("--config", type=click.Path(dir_okay=False), callback=load_config,
                      is_eager=True, expose_value=False,
                      help="YAML settings (keys = these options' names)."),
         click.option("--bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default="localhost:9092",

@@ -10,61 +10,9 @@ from dataclasses import dataclass
 
 import click
 
-from stream_app.sink_cli import _load_config, result_topic_options
+from stream_app.cli.options import detect_config_from, load_config, redact, result_topic_options
 
 log = logging.getLogger("mirrorscope.worker")
-
-
-def runtime_metrics(runtime, round_trips: int):
-    """Prometheus families of a Runtime (or RemoteRuntime), made at each scrape from its own
-    counters: every counter as mirrorscope_worker_<name>_total, Redis round trips, flows held."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-    for name, v in sorted(runtime.stats.items()):
-        yield CounterMetricFamily("mirrorscope_worker_" + name, name.replace("_", " "), value=v)
-    yield CounterMetricFamily("mirrorscope_worker_redis_round_trips",
-                              "Round trips to Redis (state, leases, detectors)", value=round_trips)
-    yield GaugeMetricFamily("mirrorscope_worker_flows_held", "Open flows held in memory",
-                            value=runtime.flows_held())
-
-
-class Metrics:
-    """The Kafka worker's Prometheus text: the runtime's families (runtime_metrics), plus
-    packet records/s since the last scrape, partitions owned and consumer lag per partition."""
-
-    def __init__(self, runtime, store, detect_state=None):
-        from prometheus_client import CollectorRegistry
-        self.runtime = runtime
-        self.store = store
-        self.detect_state = detect_state
-        self._last: tuple[float | None, int] = (None, 0)
-        self.registry = CollectorRegistry()
-        self.registry.register(self)
-
-    def collect(self):
-        import time
-
-        from prometheus_client.core import GaugeMetricFamily
-        rt = self.runtime
-        trips = self.store.round_trips + (self.detect_state.round_trips
-                                          if self.detect_state is not None else 0)
-        yield from runtime_metrics(rt, trips)
-        now, n = time.monotonic(), rt.stats.get("packet_records", 0)
-        t0, n0 = self._last
-        self._last = (now, n)
-        yield GaugeMetricFamily("mirrorscope_worker_packet_records_per_second",
-                                "Packet records applied per second (since the last scrape)",
-                                value=(n - n0) / (now - t0) if t0 is not None and now > t0 else 0)
-        yield GaugeMetricFamily("mirrorscope_worker_partitions_owned", "Partitions owned",
-                                value=len(rt.owned))
-        lag = GaugeMetricFamily("mirrorscope_worker_consumer_lag",
-                                "Batches not yet consumed, per partition", labels=["partition"])
-        for tp, v in list(rt.lag.items()):
-            lag.add_metric([str(tp.partition)], v)
-        yield lag
-
-    def render(self) -> bytes:
-        from prometheus_client import generate_latest
-        return generate_latest(self.registry)
 
 
 def state_options(f):
@@ -125,20 +73,19 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
                 keep_credentials, detect, detect_config, detect_prefix: str) -> StateSetup:
     from pathlib import Path
 
-    from stream_app.cli import _detect_config
     from stream_app.core.detectors import Detectors
     from stream_app.core.http import HttpConfig
     from stream_app.core.l7 import L7Config
-    from stream_app.detectstate import RedisDetectorState
-    from stream_app.statestore import RedisConfig, RedisStore, connect
+    from stream_app.state.detectors import RedisDetectorState
+    from stream_app.state.store import RedisConfig, RedisStore, connect
 
-    key = _state_key(state_key_file)
+    key = state_key(state_key_file)
     rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
                        ssl_ca_certs=redis_ca)
     client = connect(rcfg)
     detectors = dstate = None
     if detect:
-        dcfg = _detect_config(Path(detect_config) if detect_config else None)
+        dcfg = detect_config_from(Path(detect_config) if detect_config else None)
         dstate = RedisDetectorState(client, prefix=detect_prefix)
         detectors = Detectors(dcfg, state=dstate)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
@@ -146,7 +93,7 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+@click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True,
               expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default="localhost:9092",
               show_default=True, help="Kafka bootstrap servers.")
@@ -193,10 +140,12 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     Per-flow state lives in Redis, written with each partition's offset, so a worker may be
     killed at any moment and its successor neither loses a flow nor counts one twice."""
     from collectors.logs import setup as setup_logs
+    from stream_app.adapters.faust_app import WorkerSettings, build_app
     from stream_app.core.processor import CoreConfig
-    from stream_app.faust_app import WorkerSettings, build_app
-    from stream_app.flowstate import Codec
-    from stream_app.worker import Runtime, RuntimeConfig
+    from stream_app.runtime.health import HealthServer
+    from stream_app.runtime.metrics import WorkerMetrics
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
+    from stream_app.state.codec import Codec
 
     setup_logs(log_level, component="worker")
     for name in ("aiokafka", "faust", "mode"):
@@ -206,7 +155,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
-        from stream_app.coreproc import RemoteRuntime
+        from stream_app.runtime.processes import RemoteRuntime
         runtime = RemoteRuntime(st.store, st.key, core, processes, rt,
                                 detect=st.detectors.config if st.detectors else None,
                                 redis_cfg=st.redis_config, detect_prefix=f"md:{group}")
@@ -214,17 +163,17 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
         runtime = Runtime(st.store, Codec(st.key), core, rt, detectors=st.detectors)
     s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
                        topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
-                       web_port=web_port, web_bind=web_bind, datadir=datadir,
+                       datadir=datadir,
                        security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
                        sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
                        ssl_cafile=kafka_ca, session_timeout=session_timeout)
-    metrics = Metrics(runtime, st.store, st.detect_state)
-    if metrics_port is not None and metrics_port != web_port:
-        from prometheus_client import start_http_server
-        start_http_server(metrics_port, addr=web_bind, registry=metrics.registry)
-    app = build_app(s, runtime, metrics)
+    metrics = WorkerMetrics(runtime, lambda: st.store.round_trips + (
+        st.detect_state.round_trips if st.detect_state is not None else 0))
+    health = HealthServer(web_bind, web_port, metrics_port, dict, metrics.render)
+    app = build_app(s, runtime, health)
+    health.status = app.mirrorscope.status
     log.info("worker starting", extra={"group": group, "topic": packet_topic,
-                                       "redis": _redact(redis_url), "web_port": web_port})
+                                       "redis": redact(redis_url), "web_port": web_port})
     import faust
     # Faust configures logging itself when it starts: give it ours (JSON lines on stderr).
     logging_config = {
@@ -239,10 +188,15 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     }
     w = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                      logging_config=logging_config)
-    w.execute_from_commandline()
+    try:
+        w.execute_from_commandline()
+    except SystemExit:
+        if app.mirrorscope.fatal is not None:
+            sys.exit(75)  # EX_TEMPFAIL: results undelivered; a restart makes them again
+        raise
 
 
-def _state_key(path) -> bytes:
+def state_key(path) -> bytes:
     if path:
         with open(path, "rb") as f:
             key = f.read().strip()
@@ -253,14 +207,6 @@ def _state_key(path) -> bytes:
                    "well-known development key; set one in production", err=True)
         key = b"mirrorscope-development-key"
     return key
-
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-    u = urlsplit(url)
-    if u.password:
-        return url.replace(u.password, "***")
-    return url
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,5 @@
 """``mirrorscope kinesis-worker``: the stream app on a Kinesis stream (stream_app/
-kinesis_consumer.py), for deployments whose collectors publish to Kinesis. Settings come from
+adapters/kinesis.py), for deployments whose collectors publish to Kinesis. Settings come from
 MIRRORSCOPE_* environment variables, then flags."""
 
 from __future__ import annotations
@@ -12,90 +12,14 @@ from pathlib import Path
 
 import click
 
-from stream_app.sink_cli import _load_config, result_topic_options
-from stream_app.worker_cli import runtime_metrics, state_options
+from stream_app.cli.options import load_config, result_topic_options
+from stream_app.cli.worker import state_options
 
 log = logging.getLogger("mirrorscope.kinesis")
 
 
-class KinesisMetrics:
-    """Prometheus text made at each scrape from the counters of the consumer and the Runtime
-    (no second copy of them to keep in step)."""
-
-    def __init__(self, consumer, store, detect_state=None):
-        from prometheus_client import CollectorRegistry
-        self.consumer = consumer
-        self.store = store
-        self.detect_state = detect_state
-        self.registry = CollectorRegistry()
-        self.registry.register(self)
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        c = self.consumer
-        trips = self.store.round_trips + c.leases.round_trips + (
-            self.detect_state.round_trips if self.detect_state is not None else 0)
-        yield from runtime_metrics(c.runtime, trips)
-        for name, v in sorted(c.stats.items()):
-            yield CounterMetricFamily("mirrorscope_kinesis_" + name, name.replace("_", " "),
-                                      value=v)
-        yield GaugeMetricFamily("mirrorscope_kinesis_shards_owned", "Shard leases held",
-                                value=len(c.owned))
-        yield GaugeMetricFamily("mirrorscope_kinesis_live_workers",
-                                "Workers with a live heartbeat", value=len(c.live))
-        g = GaugeMetricFamily("mirrorscope_kinesis_millis_behind_latest",
-                              "GetRecords' MillisBehindLatest per shard", labels=["shard"])
-        for sid, h in list(c.owned.items()):
-            if h.behind_ms is not None:
-                g.add_metric([sid], h.behind_ms)
-        yield g
-
-    def render(self) -> bytes:
-        from prometheus_client import generate_latest
-        return generate_latest(self.registry)
-
-
-async def _serve(consumer, metrics, bind: str, health_port: int | None,
-                 metrics_port: int | None):
-    """/healthz, /readyz (and /metrics) on the health port; /metrics alone on the metrics
-    port when it is another one. Returns the aiohttp runners (cleaned up by the caller)."""
-    from aiohttp import web
-
-    async def healthz(request):
-        return web.json_response({"status": "ok"})
-
-    async def readyz(request):
-        body = consumer.status()
-        return web.json_response(body, status=200 if body["ready"] else 503)
-
-    async def prom(request):
-        return web.Response(body=metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4"})
-
-    runners = []
-    specs = []
-    if health_port is not None:
-        specs.append((health_port, [("/healthz", healthz), ("/readyz", readyz),
-                                    ("/metrics", prom)]))
-    if metrics_port is not None and metrics_port != health_port:
-        specs.append((metrics_port, [("/metrics", prom)]))
-    for port, routes in specs:
-        app = web.Application()
-        for path, fn in routes:
-            app.router.add_get(path, fn)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, bind, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1] if site._server else port
-        log.info("serving", extra={"bind": bind, "port": bound,
-                                   "paths": [p for p, _ in routes]})
-        runners.append(runner)
-    return runners
-
-
 @click.command("kinesis-worker", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+@click.option("--config", type=click.Path(dir_okay=False), callback=load_config, is_eager=True,
               expose_value=False, help="YAML settings (keys = these options' names).")
 @click.option("--stream", envvar="MIRRORSCOPE_KINESIS_STREAM", required=True,
               help="The collectors' Kinesis stream.")
@@ -175,12 +99,15 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     from botocore.exceptions import NoRegionError
 
     from stream_app.core.processor import CoreConfig
-    from stream_app.flowstate import Codec
-    from stream_app.kinesis_consumer import (
+    from stream_app.state.codec import Codec
+    from stream_app.adapters.kinesis import (
         ConsumerConfig, KinesisConsumer, make_kinesis_client)
-    from stream_app.outputs import FolderResults, KafkaResults
-    from stream_app.worker import Runtime, RuntimeConfig
-    from stream_app.worker_cli import _redact, state_setup
+    from stream_app.runtime.outputs import FolderResults, KafkaResults
+    from stream_app.runtime.health import HealthServer
+    from stream_app.runtime.metrics import WorkerMetrics
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
+    from stream_app.cli.options import redact
+    from stream_app.cli.worker import state_setup
 
     loop = asyncio.get_running_loop()
     # boto3 and Redis calls run in threads: one GetRecords per owned shard may be in flight.
@@ -209,19 +136,20 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
                          lease_ms=lease_ms, shard_refresh=shard_refresh,
                          poll_interval=poll_interval)
     consumer = KinesisConsumer(cfg, runtime, outputs, st.redis, kinesis)
-    metrics = KinesisMetrics(consumer, st.store, st.detect_state)
+    metrics = WorkerMetrics(runtime, lambda: st.store.round_trips + consumer.leases.round_trips + (
+        st.detect_state.round_trips if st.detect_state is not None else 0), kinesis=consumer)
+    health = HealthServer(bind, health_port, metrics_port, consumer.status, metrics.render)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("kinesis worker starting", extra={
-        "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": _redact(redis_url),
+        "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": redact(redis_url),
         "endpoint": endpoint_url, **outputs.describe()})
-    runners = await _serve(consumer, metrics, bind, health_port, metrics_port)
+    await health.start()
     try:
         await consumer.run(stop)
     finally:
-        for r in runners:
-            await r.cleanup()
+        await health.stop()
         try:
             outputs.close()
         except Exception as exc:

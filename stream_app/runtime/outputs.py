@@ -6,7 +6,7 @@ snapshot that includes batches whose results are lost.
 
 * ``KafkaResults``: the result topics the Kafka worker writes (kafka-python producer,
   acks=all; key = the record's id, value = msgspec msgpack of the record, as
-  stream_app.worker.encode_results makes them), so the same sinks read them.
+  stream_app.runtime.runtime.encode_results makes them), so the same sinks read them.
 * ``FolderResults``: flows.jsonl, http.jsonl and alerts.jsonl in a folder, as `mirrorscope
   analyze` writes them, appended to and fsync'ed at each flush.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 
 from stream_app.core.processor import Results
-from stream_app.worker import encode_results
+from stream_app.runtime.cores import encode_results
 
 log = logging.getLogger("mirrorscope.outputs")
 

@@ -33,6 +33,16 @@ def main() -> None:
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
     `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    # `collect --embedded` runs the stream core in the collector: handed over, not imported
+    # by collectors/ (see stream_app/adapters/embedded_collect.py).
+    ctx.ensure_object(dict)["embedded_publisher"] = embedded_publisher
+
+
+def embedded_publisher(*args, **kw):
+    """The collector's embedded-mode publisher (loaded when used: `mirrorscope --help` and
+    the other commands do not import the core). Module-level, so spawn can pickle it."""
+    from stream_app.adapters.embedded_collect import EmbeddedPublisher
+    return EmbeddedPublisher(*args, **kw)
 
 
 @main.command()
@@ -82,7 +92,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     from collectors.decode import Decoder
     from stream_app.core.http import HttpConfig
     from stream_app.core.l7 import L7Config
-    from stream_app.embedded import analyze as run, payload_policy
+    from stream_app.adapters.embedded import analyze as run, payload_policy
+    from stream_app.cli.options import detect_config_from
 
     for t, name in ((idle_timeout, "--idle-timeout"), (tcp_idle_timeout, "--tcp-idle-timeout"),
                     (active_timeout, "--active-timeout"),
@@ -93,7 +104,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                      active_timeout=active_timeout,
                      close_linger=close_linger)
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
-    dcfg = _detect_config(detect_config) if detect else None
+    dcfg = detect_config_from(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:
         from stream_app.sinks.tee import aws_outputs
@@ -124,18 +135,6 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
         sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         _print_summary(res)
-
-
-def _detect_config(path: Path | None):
-    from stream_app.core.detectors import DetectConfig
-    if path is None:
-        return DetectConfig()
-    import yaml
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-        return DetectConfig.from_dict(data)
-    except (yaml.YAMLError, ValueError, TypeError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--detect-config") from None
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -219,14 +218,14 @@ COMMANDS = {
     "collect": ("collectors.collect_cli:collect",
                 "Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and "
                 "publish batches to Kafka or Kinesis..."),
-    "services": ("stream_app.services.cli:services",
+    "services": ("stream_app.cli.devservices:services",
                  "Local Kafka, Redis and moto (AWS APIs) for trying the distributed mode on one machine."),
-    "sink": ("stream_app.sink_cli:sink",
+    "sink": ("stream_app.cli.sink:sink",
              "Deliver the stream app's results (the result topics) to AWS."),
-    "worker": ("stream_app.worker_cli:worker",
+    "worker": ("stream_app.cli.worker:worker",
                "Consume the packet topic with the stream core (a Faust app; one consumer group, as "
                "many workers as the topic has partitions)..."),
-    "kinesis-worker": ("stream_app.kinesis_cli:kinesis_worker",
+    "kinesis-worker": ("stream_app.cli.kinesis:kinesis_worker",
                        "Consume the collectors' Kinesis stream with the stream core: shards are "
                        "leased among the workers through Redis..."),
 }

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .kafka import free_port, port_open
+from .kafka_service import free_port, port_open
 
 __all__ = ["LocalRedis", "redis_server_exe"]
 

@@ -173,7 +173,7 @@ def environment(state: dict) -> dict[str, str]:
     if "redis" in sv:
         env["MIRRORSCOPE_REDIS_URL"] = sv["redis"]["url"]
     if "moto" in sv:
-        from .moto import CREDENTIALS
+        from .moto_service import CREDENTIALS
         url = sv["moto"]["url"]
         env["AWS_ENDPOINT_URL"] = url
         env["MIRRORSCOPE_S3_ENDPOINT_URL"] = url
@@ -199,7 +199,7 @@ def _service_status(name: str, entry: dict) -> str:
 def _missing_prerequisites(names: list[str]) -> list[str]:
     problems = []
     if "kafka" in names:
-        from .kafka import jar_dir, jars_present
+        from .kafka_service import jar_dir, jars_present
         if shutil.which("java") is None:
             problems.append("kafka: java not found; install Java 17 "
                             "(Debian: apt-get install openjdk-17-jre-headless)")
@@ -208,11 +208,11 @@ def _missing_prerequisites(names: list[str]) -> list[str]:
                             "bash .ci/setup.sh in the repository (or set MIRRORSCOPE_KAFKA_JARS "
                             "to a folder holding them)")
     if "redis" in names:
-        from .redis import redis_server_exe
+        from .redis_service import redis_server_exe
         if redis_server_exe() is None:
             problems.append("redis: redis-server not found: apt-get install redis-server")
     if "moto" in names:
-        from .moto import moto_server_exe
+        from .moto_service import moto_server_exe
         if moto_server_exe() is None:
             problems.append("moto: moto_server not found: pip install 'moto[server]'")
     return problems
@@ -231,7 +231,7 @@ def _launch(name: str, d: Path, ports: dict, timeout: float):
     wd = d / name
     wd.mkdir(parents=True, exist_ok=True)
     if name == "kafka":
-        from .kafka import LocalKafka
+        from .kafka_service import LocalKafka
         k = LocalKafka(wd, port=ports.get("port"), controller_port=ports.get("controller_port"))
         try:
             k.start(timeout=timeout)
@@ -243,14 +243,14 @@ def _launch(name: str, d: Path, ports: dict, timeout: float):
                    "log": str(wd / "broker.log"),
                    "match": ["kafka.Kafka", str(wd / "server.properties")]}
     if name == "redis":
-        from .redis import LocalRedis
+        from .redis_service import LocalRedis
         r = LocalRedis(wd, port=ports.get("port"))
         r.start(timeout=min(timeout, 30))
         return r, {"pid": r.pid, "port": r.port, "address": r.address, "url": r.url,
                    "workdir": str(wd), "log": str(r.log_path),
                    "match": ["redis-server", f":{r.port}"]}
     if name == "moto":
-        from .moto import MotoServer
+        from .moto_service import MotoServer
         m = MotoServer(wd / "moto.log", port=ports.get("port"))
         m.start(timeout=min(timeout, 60))
         return m, {"pid": m.pid, "port": m.port, "address": f"127.0.0.1:{m.port}", "url": m.url,
@@ -265,7 +265,7 @@ def ensure_topics(bootstrap: str, packet_topic: str, partitions: int) -> tuple[d
     from kafka import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
 
-    from .kafka import create_topic
+    from .kafka_service import create_topic
     a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     try:
         existing = set(a.list_topics())

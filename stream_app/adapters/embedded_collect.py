@@ -1,0 +1,63 @@
+"""`mirrorscope collect --embedded`: the collector's batches go straight into the stream core
+in the collector's own process and its results to a folder, as `mirrorscope analyze` writes
+them. The collector does not import this: `mirrorscope collect` hands this class to it
+(collectors.publishers.make_publisher's ``embedded``), so the dependency points from the
+stream app to the collector and never back.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from collectors.publishers import Publisher
+from collectors.stats import Stats
+from stream_app.adapters.embedded import LocalOutputs
+from stream_app.core.flowtable import FlowConfig
+from stream_app.core.processor import CoreConfig, Processor
+
+
+class EmbeddedPublisher(Publisher):
+    """Feeds the stream core in this process and writes its results to a folder
+    (flows.jsonl, as `mirrorscope analyze` does), with VNI enrichment of flow records."""
+
+    name = "embedded"
+
+    def __init__(self, cfg, stats: Stats, collector_id: str, enricher=None,
+                 live: bool = True):
+        super().__init__(stats, collector_id, enricher)
+        self.cfg = cfg
+        self.live = live
+        self.core = Processor(CoreConfig(flows=FlowConfig(
+            idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
+            close_linger=cfg.close_linger)))
+        self.out_dir = Path(cfg.out_dir)
+        self.outputs = LocalOutputs(self.out_dir)
+        self._next_tick = 0.0
+        self.flows_written = 0
+
+    def _write(self, results) -> None:
+        if self.enricher is not None:
+            for f in results.flows:
+                self.enricher.fill_flow(f)
+            for a in results.alerts:  # the mirrored ENI of the alert's VNI
+                if a.interface_id is None and a.vni is not None:
+                    info = self.enricher.get(a.vni)
+                    if info is not None:
+                        a.interface_id = info.interface_id
+        self.flows_written += len(results.flows)
+        self.outputs.write(results)
+
+    def submit(self, p, key, records, est_bytes, block=False):
+        self._write(self.core.process(records))
+        self.stats.published += len(records)
+        self.stats.batches_published += 1
+
+    def poll(self, now: float) -> None:
+        if now >= self._next_tick:
+            self._next_tick = now + self.cfg.tick_s
+            self._write(self.core.tick(time.time_ns() if self.live else None))
+
+    def close(self, timeout: float = 0.0) -> None:
+        self._write(self.core.finish())
+        self.outputs.close()
