@@ -15,7 +15,9 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # Redis for the distributed mode's tests and `mirrorscope services up` (Debian does not
   # start it: stream_app/services/redis.py runs its own); redis-tools has redis-cli for the
   # Redis Cluster test, openssl makes the TLS test's certificates
-  redis-server redis-tools openssl)
+  redis-server redis-tools openssl
+  # mirrorscope report's test opens the report in headless Chromium (tests/test_report.py)
+  chromium)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -42,7 +44,7 @@ want=$(cat pyproject.toml collectors/*.c stream_app/*.c 2>/dev/null | sha256sum 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing mirrorscope and its test tools into .venv"
   # The build's own chatter goes to a log, shown only when the install fails.
-  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test,bench]'; } \
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test,bench,query,report]'; } \
       > .venv/install.log 2>&1; then
     cat .venv/install.log >&2
     echo "setup: installing into .venv failed (log above, also in .venv/install.log)" >&2

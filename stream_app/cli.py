@@ -209,12 +209,14 @@ from stream_app.services.cli import services  # noqa: E402
 from stream_app.sink_cli import sink  # noqa: E402
 from stream_app.worker_cli import worker  # noqa: E402
 from stream_app.kinesis_cli import kinesis_worker  # noqa: E402
+from stream_app.query import query  # noqa: E402  (imports duckdb only when run)
 
 main.add_command(collect)
 main.add_command(services)
 main.add_command(sink)
 main.add_command(worker)
 main.add_command(kinesis_worker)
+main.add_command(query)
 
 if __name__ == "__main__":
     main()
