@@ -141,8 +141,8 @@ def _check_out_dir(out_dir: Path) -> None:
         sys.exit(2)
 
 
-def _print_summary(res) -> None:
-    out = Console()
+def _print_summary(res, out: Console | None = None) -> None:
+    out = out or Console()
     t = Table(title="Packets", show_header=False, title_justify="left")
     t.add_row("frames read", f"{res.frames:,}")
     t.add_row("decoded", f"{res.decoded:,}")
