@@ -210,6 +210,7 @@ from stream_app.sink_cli import sink  # noqa: E402
 from stream_app.worker_cli import worker  # noqa: E402
 from stream_app.kinesis_cli import kinesis_worker  # noqa: E402
 from stream_app.query import query  # noqa: E402  (imports duckdb only when run)
+from stream_app.report import report  # noqa: E402  (imports plotly only when run)
 
 main.add_command(collect)
 main.add_command(services)
@@ -217,6 +218,7 @@ main.add_command(sink)
 main.add_command(worker)
 main.add_command(kinesis_worker)
 main.add_command(query)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()
