@@ -211,6 +211,7 @@ from stream_app.worker_cli import worker  # noqa: E402
 from stream_app.kinesis_cli import kinesis_worker  # noqa: E402
 from stream_app.query import query  # noqa: E402  (imports duckdb only when run)
 from stream_app.report import report  # noqa: E402  (imports plotly only when run)
+from stream_app.tail import tail  # noqa: E402
 
 main.add_command(collect)
 main.add_command(services)
@@ -219,6 +220,7 @@ main.add_command(worker)
 main.add_command(kinesis_worker)
 main.add_command(query)
 main.add_command(report)
+main.add_command(tail)
 
 if __name__ == "__main__":
     main()
