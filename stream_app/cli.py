@@ -20,11 +20,21 @@ _DEFAULTS = FlowConfig()
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mirrorscope")
-def main() -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="MIRRORSCOPE_LOG_FORMAT",
+              help="Logs on stderr as readable lines or JSON objects, for every command "
+                   "[default: text on a terminal, else json].")
+def main(log_format: str | None) -> None:
     """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
-    `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch;
+    `query`, `report` and `tail` look at the results."""
+    import os
+
+    from collectors import logs
+    if log_format:  # for this process and the ones it starts (collector workers ...)
+        os.environ[logs.FORMAT_ENV] = log_format
+    logs.setup("info")  # commands with --log-level set it again
 
 
 @main.command()
