@@ -270,6 +270,12 @@ def test_bad_input_is_a_clear_error(tmp_path, sample_out):
     assert p.returncode == 2 and "nosuchcolumn" in p.stderr and "Traceback" not in p.stderr
     p = cli("--in", str(sample_out), "host", "not-an-ip", check=False)
     assert p.returncode == 2 and "not an IPv4 or IPv6 address" in p.stderr
+    # A torn line (a file cut short by a crash) names the file, it is not skipped silently.
+    (tmp_path / "torn").mkdir()
+    good = (sample_out / "flows.jsonl").read_text().splitlines()[0]
+    (tmp_path / "torn" / "flows.jsonl").write_text(good + "\n" + good[:40])
+    p = cli("--in", str(tmp_path / "torn"), "top", "talkers", check=False)
+    assert p.returncode == 2 and "Malformed JSON" in p.stderr and "flows.jsonl" in p.stderr
     # An empty folder has empty tables, not an error.
     (tmp_path / "empty").mkdir()
     [r] = q.run(tmp_path / "empty", ["SELECT count(*) FROM mirrorscope.http"])
