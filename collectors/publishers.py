@@ -705,7 +705,7 @@ class EmbeddedPublisher(Publisher):
 
     def close(self, timeout: float = 0.0) -> None:
         self._write(self.core.finish())
-        self.analysis.close(None)
+        self.analysis.close()
 
 
 def make_publisher(cfg, stats: Stats, collector_id: str, enricher=None, live: bool = True,

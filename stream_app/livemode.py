@@ -61,9 +61,6 @@ class LiveAnalysis:
                                    rotate_s=cfg.rotate_s)
         self._next_status = clock() + cfg.status_s if cfg.status_s > 0 else float("inf")
 
-    def process(self, records) -> list:
-        return self.core.process(records)
-
     def poll(self, flush: bool = False) -> None:
         now = self.clock()
         if flush:
@@ -90,7 +87,7 @@ class LiveAnalysis:
         res.drops = +st.drops
         return res
 
-    def close(self, final_results) -> None:
+    def close(self) -> None:
         """After the core's last results were written: close the files, write summary.json."""
         res = self.result()
         res.outputs = self.outputs.close()
