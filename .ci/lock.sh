@@ -11,7 +11,7 @@
 # and the two hash-pinned requirement files exported from it that .ci/setup.sh installs with
 # `pip install --require-hashes`:
 #   .ci/requirements-analyze.txt  the base install (mirrorscope analyze) + the build backend
-#   .ci/requirements-test.txt     every extra (stream, aws, test, bench) + build backend + uv
+#   .ci/requirements-test.txt     every extra (stream, aws, query, report, test, bench) + build backend + uv
 # tests/test_packaging.py fails while they are out of step with pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -32,7 +32,9 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # Redis for the distributed mode's tests and `mirrorscope services up` (Debian does not
   # start it: tests/services/redis_service.py runs its own); redis-tools has redis-cli for the
   # Redis Cluster test, openssl makes the TLS test's certificates
-  redis-server redis-tools openssl)
+  redis-server redis-tools openssl
+  # mirrorscope report's test opens the report in headless Chromium (tests/test_report.py)
+  chromium)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -72,12 +72,31 @@ def _overrides(**kw) -> dict:
 @click.option("--linger-ms", type=float, help="Longest a record waits in its batch.")
 @click.option("--health-port", type=int, help="Health check port [default: 8081] (0: any free).")
 @click.option("--metrics-port", type=int, help="Prometheus port [default: 9108] (0: any free).")
+@click.option("--idle-timeout", type=float, help="Embedded: as `mirrorscope analyze`.")
+@click.option("--tcp-idle-timeout", type=float, help="Embedded: as `mirrorscope analyze`.")
+@click.option("--active-timeout", type=float, help="Embedded: as `mirrorscope analyze`.")
+@click.option("--close-linger", type=float, help="Embedded: as `mirrorscope analyze`.")
+@click.option("--http/--no-http", "http", default=None,
+              help="Embedded: HTTP/1.x transactions on any port [default: on].")
+@click.option("--keep-credentials", is_flag=True, default=None,
+              help="Embedded: keep Authorization and Cookie values (redacted by default).")
+@click.option("--detect/--no-detect", "detect", default=None,
+              help="Embedded: run the detectors, OUT/alerts.jsonl [default: on].")
+@click.option("--detect-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Embedded: detector thresholds (JSON/YAML; docs/detectors/).")
+@click.option("--status-interval", type=float,
+              help="Embedded: seconds between one-line status logs [default: 10; 0: off].")
+@click.option("--rotate-mb", type=float, help="Embedded: rotate output files at this size [64].")
+@click.option("--rotate-seconds", type=float,
+              help="Embedded: rotate output files at this age [3600].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--print-config", is_flag=True, help="Print the effective settings and exit.")
 def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, address, port, processes,
             source_cidrs, vnis, filter_file, payload_ports, snap_len, kafka_bootstrap,
             kafka_topic, kinesis_stream, kinesis_region, kinesis_endpoint_url, vni_map,
             discover_vnis, buffer_bytes, batch_records, linger_ms, health_port, metrics_port,
+            idle_timeout, tcp_idle_timeout, active_timeout, close_linger, http, keep_credentials,
+            detect, detect_config, status_interval, rotate_mb, rotate_seconds,
             log_level, print_config) -> None:
     """Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and publish
     batches to Kafka or Kinesis (or, with --embedded, analyze them in process).
@@ -117,12 +136,30 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         "enrichment.discover": discover_vnis, "buffer.max_bytes": buffer_bytes,
         "batch.max_records": batch_records, "batch.linger_ms": linger_ms,
         "health.port": health_port, "metrics.port": metrics_port, "log_level": log_level,
+        "embedded.idle_timeout": idle_timeout, "embedded.tcp_idle_timeout": tcp_idle_timeout,
+        "embedded.active_timeout": active_timeout, "embedded.close_linger": close_linger,
+        "embedded.http": http, "embedded.keep_credentials": keep_credentials,
+        "embedded.detect": detect,
+        "embedded.detect_config": str(detect_config) if detect_config else None,
+        "embedded.status_s": status_interval, "embedded.rotate_mb": rotate_mb,
+        "embedded.rotate_s": rotate_seconds,
     })
     try:
         cfg = load_config(config_path, overrides=over)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    if cfg.transport == "embedded":
+        if cfg.embedded.http and payload_ports is None:
+            # HTTP is recognised on any port, as `analyze` does: keep every TCP payload.
+            cfg.payload.all_ports = True
+        if cfg.embedded.detect and cfg.embedded.detect_config:
+            from stream_app.livemode import detect_config as load_detect
+            try:
+                load_detect(cfg.embedded.detect_config)
+            except ValueError as exc:
+                click.echo(f"error: embedded.detect_config: {exc}", err=True)
+                sys.exit(2)
     if print_config:
         click.echo(json.dumps(to_dict(cfg), indent=2))
         return
@@ -184,3 +221,7 @@ def _write_summary(cfg, summary: dict) -> None:
     if cfg.transport == "embedded" and cfg.embedded.out_dir:
         p = Path(cfg.embedded.out_dir) / "collect-summary.json"
         p.write_text(json.dumps(summary, indent=2) + "\n")
+        # The flows/HTTP/alerts summary `analyze` prints, with the final counters (stderr:
+        # stdout carries the JSON above).
+        from stream_app.livemode import finish_summary
+        finish_summary(cfg.embedded.out_dir, summary.get("totals") or {})

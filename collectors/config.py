@@ -147,11 +147,29 @@ class KinesisConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class EmbeddedConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Embedded mode: the analysis options of `mirrorscope analyze` and the live output."""
+
     out_dir: str | None = None
     idle_timeout: float = 15.0
     active_timeout: float = 60.0
     close_linger: float = 5.0
-    tick_s: float = 1.0
+    tick_s: float = 0.5
+    """Timeouts are checked this often (live: against the clock), so a flow is written at
+    most close_linger + tick_s after its last packet."""
+    tcp_idle_timeout: float = 300.0
+    http: bool = True
+    """HTTP/1.x transactions on any port (payload is then kept on every port)."""
+    keep_credentials: bool = False
+    detect: bool = True
+    detect_config: str | None = None
+    """JSON/YAML detector thresholds (docs/detectors/)."""
+    flush_s: float = 1.0
+    """Records are in the output files at most this long after they end."""
+    rotate_mb: float = 64.0
+    rotate_s: float = 3600.0
+    """Output files are rotated at this size or age (stream_app/sinks/live.py: naming)."""
+    status_s: float = 10.0
+    """A one-line status is logged this often (0: never)."""
 
 
 class EnrichmentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -370,6 +388,13 @@ def validate(cfg: CollectConfig) -> None:
         bad("batch.max_bytes", "must be below kafka.max_request_size")
     if cfg.transport == "embedded" and not cfg.embedded.out_dir:
         bad("embedded.out_dir", "is required in embedded mode (--out DIR)")
+    e = cfg.embedded
+    for name in ("idle_timeout", "tcp_idle_timeout", "active_timeout", "close_linger",
+                 "tick_s", "flush_s", "rotate_mb", "rotate_s"):
+        if getattr(e, name) <= 0:
+            bad(f"embedded.{name}", "must be positive")
+    if e.status_s < 0:
+        bad("embedded.status_s", "must be >= 0 (0: no status line)")
     if cfg.null_partitions < 1:
         bad("null_partitions", "must be >= 1")
     seen = set()

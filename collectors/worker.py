@@ -119,6 +119,7 @@ class Components:
         deadline = time.monotonic() + timeout
         if self.pipeline is not None:
             self.pipeline.flush_all()
+            self.sync_stats()  # current drop counts for embedded mode's final summary
         self.publisher.flush(max(0.0, deadline - time.monotonic()))
         self.publisher.close(max(0.0, deadline - time.monotonic()))
         if self.enricher is not None:

@@ -13,7 +13,8 @@ from typing import Literal
 import msgspec
 
 PACKET_BATCH_VERSION = 1
-FLOW_RECORD_VERSION = 1
+FLOW_RECORD_VERSION = 2
+"""2: adds start_time/end_time (sub-second); version 1 records read as version 2 with them null."""
 HTTP_RECORD_VERSION = 1
 ALERT_RECORD_VERSION = 1
 
@@ -104,9 +105,9 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     packets: int
     bytes: int
     start: int
-    """Unix seconds of the first packet."""
+    """Unix seconds of the first packet, whole (as VPC Flow Logs); start_time has the fraction."""
     end: int
-    """Unix seconds of the last packet."""
+    """Unix seconds of the last packet, whole (as VPC Flow Logs); end_time has the fraction."""
     action: str | None
     """ACCEPT/REJECT cannot be known from a mirror copy: null."""
     log_status: str
@@ -149,6 +150,12 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     truncated_pkts: int
     fragment_pkts: int
     schema_version: int = FLOW_RECORD_VERSION
+    # --- schema version 2 ---
+    start_time: float | None = None
+    """Unix seconds of the first packet with its fraction (microseconds kept); null in
+    version 1 records."""
+    end_time: float | None = None
+    """Unix seconds of the last packet with its fraction; null in version 1 records."""
 
 
 class HttpTransaction(msgspec.Struct, omit_defaults=False):

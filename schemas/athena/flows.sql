@@ -46,7 +46,9 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `mirrorscope`.`flows` (
   `end_reason`          string,
   `truncated_pkts`      bigint,
   `fragment_pkts`       bigint,
-  `schema_version`      bigint
+  `schema_version`      bigint,
+  `start_time`          double,
+  `end_time`            double
 )
 COMMENT 'MirrorScope flow records (VPC Flow Logs v5 fields + vni, community_id, Zeek conn fields)'
 PARTITIONED BY (`dt` string, `hour` string)

@@ -12,27 +12,25 @@ from pathlib import Path
 
 from collectors.publishers import Publisher
 from collectors.stats import Stats
-from stream_app.adapters.embedded import LocalOutputs
-from stream_app.core.flowtable import FlowConfig
-from stream_app.core.processor import CoreConfig, Processor
 
 
 class EmbeddedPublisher(Publisher):
-    """Feeds the stream core in this process and writes its results to a folder
-    (flows.jsonl, as `mirrorscope analyze` does), with VNI enrichment of flow records."""
+    """Feeds the stream core in this process (stream_app.livemode: the options and outputs of
+    `mirrorscope analyze`, written live) with VNI enrichment of flow records and alerts."""
 
     name = "embedded"
 
     def __init__(self, cfg, stats: Stats, collector_id: str, enricher=None,
                  live: bool = True):
         super().__init__(stats, collector_id, enricher)
+        from stream_app.livemode import LiveAnalysis
+
         self.cfg = cfg
         self.live = live
-        self.core = Processor(CoreConfig(flows=FlowConfig(
-            idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
-            close_linger=cfg.close_linger)))
+        self.analysis = LiveAnalysis(cfg, stats, live=live)
+        self.core = self.analysis.core
         self.out_dir = Path(cfg.out_dir)
-        self.outputs = LocalOutputs(self.out_dir)
+        self.outputs = self.analysis.outputs
         self._next_tick = 0.0
         self.flows_written = 0
 
@@ -54,10 +52,16 @@ class EmbeddedPublisher(Publisher):
         self.stats.batches_published += 1
 
     def poll(self, now: float) -> None:
+        ended = False
         if now >= self._next_tick:
             self._next_tick = now + self.cfg.tick_s
-            self._write(self.core.tick(time.time_ns() if self.live else None))
+            res = self.core.tick(time.time_ns() if self.live else None)
+            self._write(res)
+            ended = bool(res)
+        # Flows that timed out are written at once; records that came with packets within
+        # flush_s (the housekeeping runs every few ms).
+        self.analysis.poll(flush=ended)
 
     def close(self, timeout: float = 0.0) -> None:
         self._write(self.core.finish())
-        self.outputs.close()
+        self.analysis.close()

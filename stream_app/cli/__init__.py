@@ -28,11 +28,22 @@ def _print_version(ctx: click.Context, _param, value: bool) -> None:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version, whether the C fast paths are active, and the installed extras.")
-def main() -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="MIRRORSCOPE_LOG_FORMAT",
+              help="Logs on stderr as readable lines or JSON objects, for every command "
+                   "[default: text on a terminal, else json].")
+@click.pass_context
+def main(ctx: click.Context, log_format: str | None) -> None:
     """MirrorScope: flow records and HTTP transactions from AWS VPC Traffic Mirroring traffic.
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
-    `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch;
+    `query`, `report` and `tail` look at the results."""
+    import os
+
+    from collectors import logs
+    if log_format:  # for this process and the ones it starts (collector workers ...)
+        os.environ[logs.FORMAT_ENV] = log_format
+    logs.setup("info")  # commands with --log-level set it again
     # `collect --embedded` runs the stream core in the collector: handed over, not imported
     # by collectors/ (see stream_app/adapters/embedded_collect.py).
     ctx.ensure_object(dict)["embedded_publisher"] = embedded_publisher
@@ -151,8 +162,8 @@ def _check_out_dir(out_dir: Path) -> None:
         sys.exit(2)
 
 
-def _print_summary(res) -> None:
-    out = Console()
+def _print_summary(res, out: Console | None = None) -> None:
+    out = out or Console()
     t = Table(title="Packets", show_header=False, title_justify="left")
     t.add_row("frames read", f"{res.frames:,}")
     t.add_row("decoded", f"{res.decoded:,}")
@@ -228,6 +239,11 @@ COMMANDS = {
     "kinesis-worker": ("stream_app.cli.kinesis:kinesis_worker",
                        "Consume the collectors' Kinesis stream with the stream core: shards are "
                        "leased among the workers through Redis..."),
+    "query": ("stream_app.query:query",
+              "SQL over MirrorScope's outputs with DuckDB (an --out folder, Parquet, or s3://)..."),
+    "report": ("stream_app.report:report",
+               "One self-contained HTML report with pictures of an output folder..."),
+    "tail": ("stream_app.tail:tail", "Watch a result topic of the distributed mode..."),
 }
 main.lazy_commands.update(COMMANDS)
 

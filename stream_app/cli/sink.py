@@ -294,7 +294,8 @@ def sink_s3(bootstrap, group, topic_flows, topic_http, topic_alerts, health_port
     <prefix><type>/dt=YYYY-MM-DD/hour=HH/, for the Athena tables in schemas/athena/."""
     from stream_app.sinks.s3 import S3Settings, S3Sink
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from collectors.logs import setup as setup_logs
+    setup_logs(log_level, component="sink")
     settings = S3Settings.from_env(
         bucket=bucket, prefix=prefix, fmt=fmt, kms_key_id=kms_key_id, data_dir=data_dir,
         spool_max_bytes=int(spool_max_mb * (1 << 20)), endpoint_url=endpoint_url,
@@ -327,7 +328,8 @@ def sink_cloudwatch(bootstrap, group, topic_flows, topic_http, topic_alerts, hea
     type) and alert log events to CloudWatch."""
     from stream_app.sinks.cloudwatch import CloudWatchSettings, CloudWatchSink
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from collectors.logs import setup as setup_logs
+    setup_logs(log_level, component="sink")
     settings = CloudWatchSettings.from_env(namespace=namespace, log_group=log_group,
                                            log_stream=log_stream, flush_interval_s=flush_seconds,
                                            endpoint_url=endpoint_url)

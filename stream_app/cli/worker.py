@@ -178,7 +178,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     # Faust configures logging itself when it starts: give it ours (JSON lines on stderr).
     logging_config = {
         "version": 1, "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "collectors.logs.JsonFormatter",
+        "formatters": {"json": {"()": "collectors.logs.make_formatter",
                                 "static": {"component": "worker"}}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
                                 "stream": "ext://sys.stderr"}},

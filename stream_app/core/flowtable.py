@@ -391,6 +391,7 @@ class FlowTable:
             duration=(f.last_ns - f.first_ns) / NS, conn_state=state, history=f.history,
             app_proto=f.app_proto, end_reason=reason,
             truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
+            start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
         )
 
 

@@ -49,6 +49,8 @@ locals {
     { name = "truncated_pkts", type = "bigint", comment = null },
     { name = "fragment_pkts", type = "bigint", comment = null },
     { name = "schema_version", type = "bigint", comment = null },
+    { name = "start_time", type = "double", comment = "Unix seconds with fraction (schema_version 2)" },
+    { name = "end_time", type = "double", comment = "Unix seconds with fraction (schema_version 2)" },
   ]
 
   http_columns = [
