@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stream_app.core.processor import Results  # noqa: E402
-from stream_app.embedded import LocalOutputs  # noqa: E402
+from stream_app.adapters.embedded import LocalOutputs  # noqa: E402
 from stream_app.sinks.live import LiveOutputs  # noqa: E402
 from tests.sink_helpers import make_flow  # noqa: E402
 

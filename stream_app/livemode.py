@@ -78,7 +78,7 @@ class LiveAnalysis:
                 f"{o.http_summary.transactions:,} HTTP | {o.alert_summary.alerts:,} alerts")
 
     def result(self):
-        from stream_app.embedded import AnalyzeResult
+        from stream_app.adapters.embedded import AnalyzeResult
         st = self.stats
         res = AnalyzeResult(files=[], flows=self.outputs.summary, http=self.outputs.http_summary,
                             alerts=self.outputs.alert_summary, detect=self.cfg.detect)
@@ -118,7 +118,7 @@ def result_from_json(d: dict):
     from types import SimpleNamespace
 
     from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary
-    from stream_app.embedded import AnalyzeResult
+    from stream_app.adapters.embedded import AnalyzeResult
     fs = FlowSummary(flows=d.get("flows", 0), packets=d.get("flow_packets", 0),
                      bytes=d.get("flow_bytes", 0), by_proto=Counter(d.get("flows_by_protocol", {})),
                      pairs=Counter({(t["src"], t["dst"]): t["bytes"] for t in d.get("top_talkers", [])}),

@@ -13,9 +13,9 @@ import uuid
 import pytest
 
 from collectors.kafka_auth import KafkaAuthError, KafkaSecurity, MskIamToken
-from services.kafka_sasl import (ACCESS_KEY, REGION, SCRAM_PASSWORD, SCRAM_USER, SECRET_KEY,
+from tests.services.kafka_sasl import (ACCESS_KEY, REGION, SCRAM_PASSWORD, SCRAM_USER, SECRET_KEY,
                                  SecureKafka)
-from services.kafka_service import consume_all, create_topic
+from tests.services.kafka_service import consume_all, create_topic
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sqlglot.executor import execute
 
 from schemas.records import Alert, FlowRecord, HttpTransaction
 from stream_app import query as q
-from stream_app.embedded import analyze
+from stream_app.adapters.embedded import analyze
 from stream_app.sinks.batching import partition_of
 from stream_app.sinks.parquet import encode
 from tests.conftest import CORPUS, SAMPLE

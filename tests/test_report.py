@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.embedded import analyze
+from stream_app.adapters.embedded import analyze
 from tests.conftest import CORPUS, SAMPLE
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -11,11 +11,11 @@ import uuid
 
 import msgspec
 
-from services.fixtures import kafka_broker  # noqa: F401
+from tests.services.fixtures import kafka_broker  # noqa: F401
 from stream_app.core.processor import Results
-from stream_app.services.kafka import create_topic
+from tests.services.kafka_service import create_topic
 from stream_app.tail import line
-from stream_app.worker import encode_results
+from stream_app.runtime.cores import encode_results
 from tests.sink_helpers import make_alert, make_flow, make_http
 
 

@@ -230,7 +230,8 @@ COMMANDS = {
                 "Receive VXLAN mirror traffic on UDP 4789, key each packet by its inner flow and "
                 "publish batches to Kafka or Kinesis..."),
     "services": ("stream_app.cli.devservices:services",
-                 "Local Kafka, Redis and moto (AWS APIs) for trying the distributed mode on one machine."),
+                 "Local Kafka, Redis and moto for trying the distributed mode (a development "
+                 "command: needs a source checkout; see docs/distributed.md)."),
     "sink": ("stream_app.cli.sink:sink",
              "Deliver the stream app's results (the result topics) to AWS."),
     "worker": ("stream_app.cli.worker:worker",
@@ -240,10 +241,11 @@ COMMANDS = {
                        "Consume the collectors' Kinesis stream with the stream core: shards are "
                        "leased among the workers through Redis..."),
     "query": ("stream_app.query:query",
-              "SQL over MirrorScope's outputs with DuckDB (an --out folder, Parquet, or s3://)..."),
+              "SQL over the results with DuckDB, tables as in Athena..."),
     "report": ("stream_app.report:report",
-               "One self-contained HTML report with pictures of an output folder..."),
-    "tail": ("stream_app.tail:tail", "Watch a result topic of the distributed mode..."),
+               "Write OUT (an .html file, or OUT/report.html for a folder): one self-contained "
+               "page..."),
+    "tail": ("stream_app.tail:tail", "Print the records of result TOPICS as they arrive..."),
 }
 main.lazy_commands.update(COMMANDS)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from lab_env import CLIENT, SERVER
 
-from services.collector_proc import Collector
+from tests.services.collector_proc import Collector
 
 pytestmark = pytest.mark.e2e
 PORTS = (41021, 41022)  # curl's --local-port: the flows are known in advance

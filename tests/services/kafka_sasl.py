@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from services.kafka_service import LocalKafka, ensure_jars, free_port
+from tests.services.kafka_service import LocalKafka, ensure_jars, free_port
 
 JAVA_SRC = Path(__file__).with_name("java") / "MskIamTokenValidator.java"
 REGION = "us-east-1"
