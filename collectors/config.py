@@ -125,7 +125,8 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True):
     ssl_password: str | None = None
     ssl_check_hostname: bool = True
     sasl_mechanism: str | None = None
-    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM (MSK IAM auth)."""
+    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM (MSK's IAM authentication over
+    SASL/OAUTHBEARER, tokens from the instance's role: collectors/kafka_auth.py)."""
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = None
 
@@ -234,6 +235,10 @@ class CollectConfig(msgspec.Struct, forbid_unknown_fields=True):
 # Environment names that differ from the path rule, kept for the deployment code.
 ENV_ALIASES: dict[str, str] = {
     "MIRRORSCOPE_KAFKA_SECURITY": "kafka.security_protocol",
+    # the names the worker and the sinks read too (one Secret serves every component)
+    "MIRRORSCOPE_KAFKA_SASL_USERNAME": "kafka.sasl_plain_username",
+    "MIRRORSCOPE_KAFKA_SASL_PASSWORD": "kafka.sasl_plain_password",
+    "MIRRORSCOPE_KAFKA_CA": "kafka.ssl_cafile",
     "MIRRORSCOPE_COLLECT_PROCESSES": "processes",
     "MIRRORSCOPE_TOPIC_PACKETS": "kafka.topic",
 }

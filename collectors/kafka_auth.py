@@ -52,6 +52,8 @@ class KafkaSecurity:
     cafile: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    key_password: str | None = None
+    check_hostname: bool = True
     region: str | None = None
 
     def __post_init__(self):
@@ -91,8 +93,7 @@ class KafkaSecurity:
             cafile=env.get("MIRRORSCOPE_KAFKA_CA") or None,
             certfile=env.get("MIRRORSCOPE_KAFKA_CERT") or None,
             keyfile=env.get("MIRRORSCOPE_KAFKA_KEY") or None,
-            region=(env.get("MIRRORSCOPE_KAFKA_REGION") or env.get("AWS_REGION")
-                    or env.get("AWS_DEFAULT_REGION") or None),
+            region=region_from_env(env),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -109,8 +110,9 @@ class KafkaSecurity:
     def ssl_context(self):
         import ssl
         ctx = ssl.create_default_context(cafile=self.cafile)  # verifies certificate and host
+        ctx.check_hostname = self.check_hostname  # the certificate itself is always verified
         if self.certfile:
-            ctx.load_cert_chain(self.certfile, self.keyfile)
+            ctx.load_cert_chain(self.certfile, self.keyfile, self.key_password)
         return ctx
 
     def kafka_python(self) -> dict:
@@ -152,6 +154,12 @@ class KafkaSecurity:
             return faust.SASLCredentials(username=self.username, password=self.password,
                                          mechanism=self.mechanism, ssl_context=ctx)
         return faust.SSLCredentials(ctx)
+
+
+def region_from_env(environ=None) -> str | None:
+    env = os.environ if environ is None else environ
+    return (env.get("MIRRORSCOPE_KAFKA_REGION") or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION") or None)
 
 
 class MskIamToken:

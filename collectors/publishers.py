@@ -18,6 +18,7 @@ import time
 
 import msgspec
 
+from collectors.kafka_auth import KafkaSecurity, region_from_env
 from collectors.partition import ShardMap, kafka_partition, kinesis_hash, kinesis_partition_key
 from collectors.stats import Stats
 from schemas.records import PACKET_BATCH_VERSION, PacketBatch
@@ -189,18 +190,14 @@ class KafkaPublisher(Publisher):
             delivery_timeout_ms=max(c.delivery_timeout_ms, c.request_timeout_ms + c.linger_ms),
             max_block_ms=int(c.metadata_timeout_s * 1000),
             bootstrap_timeout_ms=int(c.metadata_timeout_s * 1000),
-            security_protocol=c.security_protocol,
-            ssl_check_hostname=c.ssl_check_hostname,
             client_id=c.client_id or f"mirrorscope-collector-{self.collector_id}",
         )
-        for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "sasl_mechanism",
-                  "sasl_plain_username", "sasl_plain_password"):
-            v = getattr(c, k)
-            if v is not None:
-                conf[k] = v
-        if c.sasl_mechanism == "AWS_MSK_IAM":
-            conf.pop("sasl_plain_username", None)
-            conf.pop("sasl_plain_password", None)
+        # One reading of the security settings for every Kafka client (MSK IAM, SCRAM, TLS).
+        conf.update(KafkaSecurity(
+            protocol=c.security_protocol, mechanism=c.sasl_mechanism,
+            username=c.sasl_plain_username, password=c.sasl_plain_password, cafile=c.ssl_cafile,
+            certfile=c.ssl_certfile, keyfile=c.ssl_keyfile, key_password=c.ssl_password,
+            check_hostname=c.ssl_check_hostname, region=region_from_env()).kafka_python())
         return conf
 
     def start(self) -> None:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collectors.kafka_auth import KafkaSecurity
 from stream_app.adapters.kafka_results import ResultProducer
 from stream_app.runtime.runtime import PublishFailed, Runtime
 
@@ -32,28 +33,9 @@ class WorkerSettings:
     topics: dict = field(default_factory=lambda: {
         "flows": "mirrorscope.flows", "http": "mirrorscope.http", "alerts": "mirrorscope.alerts"})
     datadir: str = "/tmp/mirrorscope-worker"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: str | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     timer_interval: float = 0.5
     session_timeout: float = 30.0
-
-
-def _credentials(s: WorkerSettings):
-    import faust
-    if s.security_protocol == "PLAINTEXT":
-        return None
-    ssl_context = None
-    if "SSL" in s.security_protocol:
-        import ssl
-        ssl_context = ssl.create_default_context(cafile=s.ssl_cafile)
-    if "SASL" in s.security_protocol:
-        return faust.SASLCredentials(username=s.sasl_username, password=s.sasl_password,
-                                     mechanism=s.sasl_mechanism or "SCRAM-SHA-512",
-                                     ssl_context=ssl_context)
-    return faust.SSLCredentials(ssl_context)
 
 
 class PacketWorker:
@@ -198,7 +180,7 @@ def build_app(s: WorkerSettings, runtime: Runtime, health=None):
     app = faust.App(
         s.group,
         broker=[f"kafka://{b}" for b in s.bootstrap.split(",")],
-        broker_credentials=_credentials(s),
+        broker_credentials=s.security.faust_credentials(),
         datadir=s.datadir,
         key_serializer="raw",
         value_serializer="raw",

@@ -28,23 +28,12 @@ class ResultProducer:
         self._futs: list = []
         self._open: dict[tuple[str, int], object] = {}
 
-    def _security(self) -> dict:
-        s = self.s
-        kw: dict = {"security_protocol": s.security_protocol}
-        if "SSL" in s.security_protocol:
-            from aiokafka.helpers import create_ssl_context
-            kw["ssl_context"] = create_ssl_context(cafile=s.ssl_cafile)
-        if "SASL" in s.security_protocol:
-            kw.update(sasl_mechanism=s.sasl_mechanism or "SCRAM-SHA-512",
-                      sasl_plain_username=s.sasl_username, sasl_plain_password=s.sasl_password)
-        return kw
-
     async def start(self) -> None:
         """Connect, and learn the result topics' partition counts (``add`` needs them)."""
         from aiokafka import AIOKafkaProducer
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.s.bootstrap.split(","), acks="all",
-            compression_type="lz4", max_batch_size=1 << 20, **self._security())
+            compression_type="lz4", max_batch_size=1 << 20, **self.s.security.aiokafka())
         await self.producer.start()
         for topic in self.topics.values():
             self._parts[topic] = len(await self.producer.partitions_for(topic))

@@ -89,13 +89,9 @@ class KafkaSource:
 
 
 def kafka_extra_from_env(environ=None) -> dict:
-    env = os.environ if environ is None else environ
-    extra = {}
-    if env.get("MIRRORSCOPE_KAFKA_SECURITY"):
-        extra["security_protocol"] = env["MIRRORSCOPE_KAFKA_SECURITY"]
-    if env.get("MIRRORSCOPE_KAFKA_SASL_MECHANISM"):
-        extra["sasl_mechanism"] = env["MIRRORSCOPE_KAFKA_SASL_MECHANISM"]
-    return extra
+    """The sinks' Kafka client security (MSK IAM, SCRAM, TLS), as every component reads it."""
+    from collectors.kafka_auth import KafkaSecurity
+    return KafkaSecurity.from_env(environ).kafka_python()
 
 
 class Decoders:

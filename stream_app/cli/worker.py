@@ -111,13 +111,18 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
 @click.option("--web-bind", envvar="MIRRORSCOPE_WEB_BIND", default="0.0.0.0", show_default=True)
 @click.option("--datadir", envvar="MIRRORSCOPE_DATA_DIR", default="/tmp/mirrorscope-worker",
               show_default=True, help="Faust's scratch folder.")
-@click.option("--kafka-security", envvar="MIRRORSCOPE_KAFKA_SECURITY", default="PLAINTEXT",
+@click.option("--kafka-security", default=None,
               type=click.Choice(["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]),
-              show_default=True)
-@click.option("--kafka-sasl-mechanism", envvar="MIRRORSCOPE_KAFKA_SASL_MECHANISM", default=None)
-@click.option("--kafka-sasl-username", envvar="MIRRORSCOPE_KAFKA_SASL_USERNAME", default=None)
-@click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", default=None)
-@click.option("--kafka-ca", envvar="MIRRORSCOPE_KAFKA_CA", default=None)
+              help="Kafka security protocol [default: MIRRORSCOPE_KAFKA_SECURITY, else PLAINTEXT].")
+@click.option("--kafka-sasl-mechanism", default=None,
+              type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"]),
+              help="[default: MIRRORSCOPE_KAFKA_SASL_MECHANISM] AWS_MSK_IAM: MSK's IAM "
+                   "authentication (SASL/OAUTHBEARER, tokens from the pod's role). The user and "
+                   "password of PLAIN/SCRAM come only from the environment "
+                   "(MIRRORSCOPE_KAFKA_SASL_USERNAME, MIRRORSCOPE_KAFKA_SASL_PASSWORD or _FILE).")
+@click.option("--kafka-ca", default=None,
+              help="CA bundle that verifies the brokers [default: MIRRORSCOPE_KAFKA_CA, else "
+                   "the system's CAs].")
 @click.option("--processes", envvar="MIRRORSCOPE_WORKER_PROCESSES", default=1, show_default=True,
               type=click.IntRange(1, 64),
               help="Core processes: above 1, partitions are decoded and analysed in that many "
@@ -132,8 +137,8 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
            redis_cluster, redis_password, redis_ca, state_key_file, checkpoint_interval,
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
            web_bind,
-           datadir, kafka_security, kafka_sasl_mechanism, kafka_sasl_username,
-           kafka_sasl_password, kafka_ca, processes, session_timeout, log_level):
+           datadir, kafka_security, kafka_sasl_mechanism, kafka_ca, processes, session_timeout,
+           log_level):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
     many workers as the topic has partitions) and publish flow, HTTP and alert records.
 
@@ -164,9 +169,8 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
                        topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
                        datadir=datadir,
-                       security_protocol=kafka_security, sasl_mechanism=kafka_sasl_mechanism,
-                       sasl_username=kafka_sasl_username, sasl_password=kafka_sasl_password,
-                       ssl_cafile=kafka_ca, session_timeout=session_timeout)
+                       security=kafka_security_from(kafka_security, kafka_sasl_mechanism, kafka_ca),
+                       session_timeout=session_timeout)
     metrics = WorkerMetrics(runtime, lambda: st.store.round_trips + (
         st.detect_state.round_trips if st.detect_state is not None else 0))
     health = HealthServer(web_bind, web_port, metrics_port, dict, metrics.render)
@@ -211,3 +215,12 @@ def state_key(path) -> bytes:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(worker())
+
+
+def kafka_security_from(protocol: str | None, mechanism: str | None, cafile: str | None):
+    """The environment's Kafka security (collectors/kafka_auth.py), the flags over it."""
+    from collectors.kafka_auth import KafkaAuthError, KafkaSecurity
+    try:
+        return KafkaSecurity.from_env(protocol=protocol, mechanism=mechanism, cafile=cafile)
+    except KafkaAuthError as exc:
+        raise click.UsageError(str(exc)) from None

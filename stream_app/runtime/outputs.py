@@ -60,9 +60,11 @@ class KafkaResults(Outputs):
     def __init__(self, bootstrap: str, topics: dict[str, str], producer=None, **producer_kw):
         if producer is None:
             from kafka import KafkaProducer
+
+            from collectors.kafka_auth import KafkaSecurity
             producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all",
                                      linger_ms=20, compression_type="lz4", retries=10,
-                                     **producer_kw)
+                                     **{**KafkaSecurity.from_env().kafka_python(), **producer_kw})
         self.producer = producer
         self.topics = topics
         self.bootstrap = bootstrap
