@@ -224,8 +224,10 @@ class FlowTable:
                 if a is not False:
                     if a is None:
                         l7_undecided(f, r, is_orig)
-                    elif plen or a.orig.pending or a.resp.pending or a.waiting:
-                        a.packet(r, is_orig)  # a pure ACK only matters while a hole waits
+                    elif plen or a.orig.pending or a.resp.pending or a.waiting or r.tcp_flags & FIN:
+                        # A pure ACK only matters while a hole or a reordered copy waits; a
+                        # FIN says where its direction's bytes end.
+                        a.packet(r, is_orig)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)

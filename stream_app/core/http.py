@@ -302,6 +302,14 @@ class MessageStream:
                 if not line:
                     self._end_message(ts)
             elif st == UNTIL_CLOSE:
+                txn = self.txn
+                if txn is not None and txn.version == "0.9" and not txn.resp_body \
+                        and buf[pos:pos + 5].upper() == b"HTTP/":
+                    # A request without a version answered with a status line: the server
+                    # speaks HTTP/1.x (as servers answer a bad request line), read it so.
+                    self.txn = None
+                    self.state = START
+                    continue
                 self._count_body(n - pos)
                 return
             elif st == TUNNEL:

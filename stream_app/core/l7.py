@@ -36,6 +36,7 @@ from stream_app.core.http import (
 from stream_app.core.reassembly import DEFAULT_BUFFER_CAP, Direction, ReassemblyStats
 
 NS = 1_000_000_000
+FIN = 0x01
 SYN = 0x02
 ACK = 0x10
 MIDSTREAM_TRIES = 8
@@ -44,6 +45,9 @@ HALF = 1 << 31
 MAX_WAITING = 64
 """Segments that may wait for the other direction's bytes they acknowledge; past this the
 other direction's missing bytes are declared a gap and the segments go on."""
+MAX_WAIT_NS = 2 * NS
+"""Capture time a segment may wait so: mirror copies arrive out of order by milliseconds; a
+longer wait means the bytes are lost (or only one direction is mirrored)."""
 MAX_HELD = 32
 """Segments held while the first bytes of a connection may still start an HTTP message."""
 
@@ -58,7 +62,8 @@ class L7Config:
 class HttpAnalyzer:
     """Reassembly of both directions plus the HTTP conversation of one TCP connection."""
 
-    __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued", "waiting", "wait_orig")
+    __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued", "waiting", "wait_orig",
+                 "fin_orig", "fin_resp")
 
     def __init__(self, l7: L7, flow, isn_orig, isn_resp, midstream: bool):
         config = l7.config
@@ -69,6 +74,10 @@ class HttpAnalyzer:
         """Data segments of one direction (``wait_orig``) that acknowledge bytes of the other
         direction the capture has not delivered yet, in arrival order."""
         self.wait_orig = False
+        self.fin_orig: int | None = None
+        self.fin_resp: int | None = None
+        """Where each direction's FIN put the end of its bytes: what the capture has not
+        delivered before it by the end is a gap (a body ended by the close counts exactly)."""
         self.conv = HttpConversation(config.http)
         self.conv.midstream = midstream
         self.orig = Direction(self.conv.requests, config.reassembly_cap, l7.stats)
@@ -78,8 +87,18 @@ class HttpAnalyzer:
         if isn_resp is not None:
             self.resp.syn(isn_resp)
 
+    def __setstate__(self, state) -> None:
+        # An analyzer pickled by a version without the newer slots restores with defaults.
+        self.waiting, self.wait_orig, self.fin_orig, self.fin_resp = None, False, None, None
+        for part in state if isinstance(state, tuple) else (state,):
+            for k, v in (part or {}).items():
+                setattr(self, k, v)
+
     def packet(self, r, is_orig: bool) -> None:
         w = self.waiting
+        if w is not None and r.ts_ns - w[0].ts_ns > MAX_WAIT_NS:
+            self.flush_waiting()
+            w = None
         if w is None:
             self._packet(r, is_orig, True)
         elif is_orig == self.wait_orig:
@@ -88,7 +107,8 @@ class HttpAnalyzer:
                 self.flush_waiting()
         else:
             waited = self.orig if self.wait_orig else self.resp
-            if r.payload_len and r.tcp_flags & ACK and _ahead(r.ack, waited.next_seq):
+            if r.payload_len and r.tcp_flags & ACK \
+                    and _ahead(self._data_ack(r.ack, self.wait_orig), waited.next_seq):
                 # Each side acknowledges data the other has not shown: bytes were lost, not
                 # delayed. Declare them a gap and go on in arrival order.
                 self.flush_waiting()
@@ -109,7 +129,7 @@ class HttpAnalyzer:
             r = w[0]
             if peer.pending:
                 peer.acked(r.ack, ts)
-            if _ahead(r.ack, peer.next_seq):
+            if _ahead(self._data_ack(r.ack, not self.wait_orig), peer.next_seq):
                 return
             w.popleft()
             self._packet(r, self.wait_orig, False)
@@ -124,8 +144,14 @@ class HttpAnalyzer:
         peer = self.resp if self.wait_orig else self.orig
         self.l7.ack_gaps += 1
         for r in w:
-            _skip_to(peer, r.ack, r.ts_ns)
+            _skip_to(peer, self._data_ack(r.ack, not self.wait_orig), r.ts_ns)
             self._packet(r, self.wait_orig, False)
+
+    def _data_ack(self, ack: int, peer_orig: bool) -> int:
+        """The end of the peer's data that ``ack`` acknowledges: the FIN takes a sequence
+        number of its own, which is no data."""
+        fin = self.fin_orig if peer_orig else self.fin_resp
+        return fin if fin is not None and ack == (fin + 1) & MASK else ack
 
     def _packet(self, r, is_orig: bool, may_wait: bool) -> None:
         if is_orig:
@@ -140,7 +166,13 @@ class HttpAnalyzer:
             d.syn(r.seq)
         else:
             plen = r.payload_len
-            if plen and may_wait and flags & ACK and _ahead(r.ack, peer.next_seq):
+            if flags & FIN:
+                if is_orig:
+                    self.fin_orig = (r.seq + plen) & MASK
+                else:
+                    self.fin_resp = (r.seq + plen) & MASK
+            if plen and may_wait and flags & ACK \
+                    and _ahead(self._data_ack(r.ack, not is_orig), peer.next_seq):
                 # Sent after the other side's bytes up to r.ack arrived, which the capture has
                 # not delivered yet (the mirror reordered the copies): wait for them.
                 self.waiting = deque((r,))
@@ -171,6 +203,10 @@ class HttpAnalyzer:
 
     def finish(self, ts: int) -> list[Txn]:
         self.flush_waiting()
+        if self.fin_orig is not None:
+            _skip_to(self.orig, self.fin_orig, ts)
+        if self.fin_resp is not None:
+            _skip_to(self.resp, self.fin_resp, ts)
         self.orig.end(ts)
         self.resp.end(ts)
         return self.conv.finish()
@@ -210,6 +246,8 @@ class L7:
         held = f.l7_held
         if held is None:
             f.l7_held = held = []
+        elif not isinstance(held, list):  # one client record, as state saved before 2026-12
+            f.l7_held = held = [(held, True)]
         held.append((r, is_orig))
         client = _verdict(_first_bytes(held, True, f.isn_orig), True)
         server = _verdict(_first_bytes(held, False, f.isn_resp), False)
