@@ -211,15 +211,7 @@ class FlowTable:
                     f.truncated_pkts += 1
                 if r.fragment:
                     f.fragment_pkts += 1
-            if proto == UDP:
-                # Zeek's UDP analyzer: 'D' once the originator sent a datagram, 'd' once the
-                # responder did (udp/UDP.cc CheckHistory), so a DNS exchange reads "Dd".
-                if is_orig:
-                    if "D" not in f.history:
-                        f.history += "D"
-                elif "d" not in f.history:
-                    f.history += "d"
-            elif proto == TCP:
+            if proto == TCP:
                 a = f.l7
                 if a is not False:
                     if a is None:
@@ -234,6 +226,14 @@ class FlowTable:
                 if kind not in f.memo:
                     self.now_ns = now
                     self._tcp(f, kind, ts)
+            elif proto == UDP:
+                # Zeek's UDP analyzer: 'D' once the originator sent a datagram, 'd' once the
+                # responder did (udp/UDP.cc CheckHistory), so a DNS exchange reads "Dd".
+                if is_orig:
+                    if "D" not in f.history:
+                        f.history += "D"
+                elif "d" not in f.history:
+                    f.history += "d"
         self.now_ns = now
         return out
 

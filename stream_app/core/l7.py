@@ -94,66 +94,11 @@ class HttpAnalyzer:
             for k, v in (part or {}).items():
                 setattr(self, k, v)
 
-    def packet(self, r, is_orig: bool) -> None:
-        w = self.waiting
-        if w is not None and r.ts_ns - w[0].ts_ns > MAX_WAIT_NS:
-            self.flush_waiting()
-            w = None
-        if w is None:
-            self._packet(r, is_orig, True)
-        elif is_orig == self.wait_orig:
-            w.append(r)  # behind the waiting ones: a direction's order is kept
-            if len(w) > MAX_WAITING:
-                self.flush_waiting()
-        else:
-            waited = self.orig if self.wait_orig else self.resp
-            if r.payload_len and r.tcp_flags & ACK \
-                    and _ahead(self._data_ack(r.ack, self.wait_orig), waited.next_seq):
-                # Each side acknowledges data the other has not shown: bytes were lost, not
-                # delayed. Declare them a gap and go on in arrival order.
-                self.flush_waiting()
-                self._packet(r, is_orig, True)
-            else:
-                self._packet(r, is_orig, False)
-                self._release(r.ts_ns)
-        if self.conv.done and not self.queued:
-            # Records are made once per batch (L7.take), not at every completed exchange.
-            self.queued = True
-            self.l7.ready.append(self)
-
-    def _release(self, ts: int) -> None:
-        """Deliver the waiting segments whose acknowledged bytes have now been seen."""
-        w = self.waiting
-        peer = self.resp if self.wait_orig else self.orig
-        while w:
-            r = w[0]
-            if peer.pending:
-                peer.acked(r.ack, ts)
-            if _ahead(self._data_ack(r.ack, not self.wait_orig), peer.next_seq):
-                return
-            w.popleft()
-            self._packet(r, self.wait_orig, False)
-        self.waiting = None
-
-    def flush_waiting(self) -> None:
-        """The bytes the waiting segments acknowledge never came: a gap in the other
-        direction up to each one's ACK, then the segment."""
-        w, self.waiting = self.waiting, None
-        if not w:
+    def packet(self, r, is_orig: bool, may_wait: bool = True) -> None:
+        """One segment of the connection (``may_wait`` False: one released from waiting)."""
+        if self.waiting is not None and may_wait:
+            self._while_waiting(r, is_orig)
             return
-        peer = self.resp if self.wait_orig else self.orig
-        self.l7.ack_gaps += 1
-        for r in w:
-            _skip_to(peer, self._data_ack(r.ack, not self.wait_orig), r.ts_ns)
-            self._packet(r, self.wait_orig, False)
-
-    def _data_ack(self, ack: int, peer_orig: bool) -> int:
-        """The end of the peer's data that ``ack`` acknowledges: the FIN takes a sequence
-        number of its own, which is no data."""
-        fin = self.fin_orig if peer_orig else self.fin_resp
-        return fin if fin is not None and ack == (fin + 1) & MASK else ack
-
-    def _packet(self, r, is_orig: bool, may_wait: bool) -> None:
         if is_orig:
             d, peer = self.orig, self.resp
         else:
@@ -171,14 +116,16 @@ class HttpAnalyzer:
                     self.fin_orig = (r.seq + plen) & MASK
                 else:
                     self.fin_resp = (r.seq + plen) & MASK
-            if plen and may_wait and flags & ACK \
-                    and _ahead(self._data_ack(r.ack, not is_orig), peer.next_seq):
-                # Sent after the other side's bytes up to r.ack arrived, which the capture has
-                # not delivered yet (the mirror reordered the copies): wait for them.
-                self.waiting = deque((r,))
-                self.wait_orig = is_orig
-                self.l7.ack_waits += 1
-            elif plen:
+            if plen:
+                nxt = peer.next_seq
+                if may_wait and flags & ACK and nxt is not None and r.ack != nxt \
+                        and _ahead(self._data_ack(r.ack, not is_orig), nxt):
+                    # Sent after the other side's bytes up to r.ack arrived, which the capture
+                    # has not delivered yet (the mirror reordered the copies): wait for them.
+                    self.waiting = deque((r,))
+                    self.wait_orig = is_orig
+                    self.l7.ack_waits += 1
+                    return
                 payload = r.payload
                 if r.seq == d.next_seq and len(payload) == plen and not d.pending:
                     # In order and whole: the common case, without the general machinery.
@@ -200,6 +147,63 @@ class HttpAnalyzer:
                         stream.data(payload, r.ts_ns)
                 else:
                     d.segment(r.seq, payload, plen, r.ts_ns)
+        if self.conv.done and not self.queued:
+            # Records are made once per batch (L7.take), not at every completed exchange.
+            self.queued = True
+            self.l7.ready.append(self)
+
+    def _while_waiting(self, r, is_orig: bool) -> None:
+        w = self.waiting
+        if r.ts_ns - w[0].ts_ns > MAX_WAIT_NS:
+            self.flush_waiting()
+            self.packet(r, is_orig)
+        elif is_orig == self.wait_orig:
+            w.append(r)  # behind the waiting ones: a direction's order is kept
+            if len(w) > MAX_WAITING:
+                self.flush_waiting()
+        else:
+            waited = self.orig if self.wait_orig else self.resp
+            if r.payload_len and r.tcp_flags & ACK \
+                    and _ahead(self._data_ack(r.ack, self.wait_orig), waited.next_seq):
+                # Each side acknowledges data the other has not shown: bytes were lost, not
+                # delayed. Declare them a gap and go on in arrival order.
+                self.flush_waiting()
+                self.packet(r, is_orig)
+            else:
+                self.packet(r, is_orig, False)
+                self._release(r.ts_ns)
+
+    def _release(self, ts: int) -> None:
+        """Deliver the waiting segments whose acknowledged bytes have now been seen."""
+        w = self.waiting
+        peer = self.resp if self.wait_orig else self.orig
+        while w:
+            r = w[0]
+            if peer.pending:
+                peer.acked(r.ack, ts)
+            if _ahead(self._data_ack(r.ack, not self.wait_orig), peer.next_seq):
+                return
+            w.popleft()
+            self.packet(r, self.wait_orig, False)
+        self.waiting = None
+
+    def flush_waiting(self) -> None:
+        """The bytes the waiting segments acknowledge never came: a gap in the other
+        direction up to each one's ACK, then the segment."""
+        w, self.waiting = self.waiting, None
+        if not w:
+            return
+        peer = self.resp if self.wait_orig else self.orig
+        self.l7.ack_gaps += 1
+        for r in w:
+            _skip_to(peer, self._data_ack(r.ack, not self.wait_orig), r.ts_ns)
+            self.packet(r, self.wait_orig, False)
+
+    def _data_ack(self, ack: int, peer_orig: bool) -> int:
+        """The end of the peer's data that ``ack`` acknowledges: the FIN takes a sequence
+        number of its own, which is no data."""
+        fin = self.fin_orig if peer_orig else self.fin_resp
+        return fin if fin is not None and ack == (fin + 1) & MASK else ack
 
     def finish(self, ts: int) -> list[Txn]:
         self.flush_waiting()
