@@ -6,7 +6,7 @@ usage: python bench/fuzz_decoder.py [N] [--seed S] [--corpus DIR]     (N default
 
 Feeds N frames through both decoders, for every supported link type: real frames from the
 capture corpus (../shared/corpus from the repo root) and synthetic ones (Ethernet/VLAN/PPPoE,
-raw IP, BSD null/loop, Linux cooked v1/v2; IPv4 with options and every length and fragment
+LLC/SNAP, MPLS, raw IP, BSD null/loop, Linux cooked v1/v2; IPv4 with options and every length and fragment
 field, IPv6 with extension headers; VXLAN and GENEVE, nested tunnels; TCP/UDP/ICMP/ICMPv6/SCTP
 and other protocols), each mutated (random bytes, biased to the headers), truncated at a random
 point, relabelled with another link type, or replaced by pure random bytes; a share also goes
@@ -184,9 +184,19 @@ def _ethertype(c, v: int, clean: bool) -> tuple[int, bytes]:
     right = 0x0800 if v == 4 else 0x86DD
     if clean:
         return right, b""
-    mode = c.choice(("ok",) * 17 + ("swap", "pppoe", "random"))
+    mode = c.choice(("ok",) * 17 + ("swap", "pppoe", "random", "snap", "mpls"))
     if mode == "ok":
         return right, b""
+    if mode == "snap":  # IEEE 802.3 length, LLC/SNAP (RFC 1042), then the EtherType
+        oui = c.choice((b"\x00\x00\x00", b"\x00\x00\xf8", c.bytes(3)))
+        llc = c.choice((b"\xaa\xaa\x03", c.bytes(3)))
+        return c.int(0, 1500), llc + oui + struct.pack("!H", right)
+    if mode == "mpls":  # a label stack, S bit on the last one (or, now and then, on none)
+        n = c.int(1, 3)
+        bottom = n - 1 if c.chance(0.9) else -1
+        labels = b"".join(struct.pack("!I", (c.int(0, 0xFFFFF) << 12) | ((i == bottom) << 8) | 64)
+                          for i in range(n))
+        return c.choice((0x8847, 0x8848)), labels
     if mode == "swap":
         return 0x86DD if v == 4 else 0x0800, b""
     if mode == "pppoe":

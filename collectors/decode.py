@@ -1,7 +1,8 @@
 """Reference decoder: one captured frame -> one PacketRecord of the innermost IP packet.
 
-Layers, outermost first: link (Ethernet with 802.1Q/802.1ad/QinQ tags, raw IP, BSD null and
-loopback, Linux cooked v1/v2) -> IPv4/IPv6 -> UDP, and while the UDP port is a tunnel's
+Layers, outermost first: link (Ethernet II or IEEE 802.3 with LLC/SNAP, 802.1Q/802.1ad/QinQ
+tags, PPPoE, an MPLS label stack; raw IP, BSD null and loopback, Linux cooked v1/v2) ->
+IPv4/IPv6 -> UDP, and while the UDP port is a tunnel's
 (VXLAN 4789, GENEVE 6081) the tunnel's payload is decoded again, up to MAX_ENCAP levels. The
 innermost IP packet becomes the record; the innermost tunnel gives the VNI and mirror source.
 
@@ -51,7 +52,11 @@ ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 ETH_VLAN_TAGS = (0x8100, 0x88A8, 0x9100)
 ETH_PPPOE_SESSION = 0x8864
-_PPP_TO_ETHERTYPE = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+ETH_MPLS = (0x8847, 0x8848)  # unicast, multicast (RFC 3032)
+ETH_MAX_LENGTH = 1500  # an EtherType field at most this is an IEEE 802.3 length: LLC follows
+_SNAP_OUIS = (b"\x00\x00\x00", b"\x00\x00\xf8")  # RFC 1042 encapsulated EtherType; 802.1H
+MAX_MPLS_LABELS = 8
+_PPP_TO_ETHERTYPE = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6, 0x0281: 0x8847}
 GENEVE_PROTO_ETHERNET = 0x6558
 
 PROTO_ICMP = 1
@@ -90,6 +95,7 @@ DROP_REASONS = (
     "bad_vxlan",
     "bad_geneve",
     "too_many_encapsulations",
+    "unsupported_mpls_payload",
 )
 
 
@@ -187,6 +193,21 @@ class Decoder:
                 return self._dropped("short_link_header")
             et = _U16.unpack_from(b, off + 2)[0]
             off += 4
+        if et <= ETH_MAX_LENGTH:
+            # IEEE 802.3: a length, then an 802.2 LLC header. IP rides in it only behind SNAP
+            # (DSAP = SSAP = 0xAA, UI control 0x03, then an OUI and an EtherType: RFC 1042).
+            # Other LLC frames (spanning tree, NetBIOS, IPX) carry no IP: non_ip.
+            if end - off < 8 or b[off] != 0xAA or b[off + 1] != 0xAA or b[off + 2] != 0x03 \
+                    or bytes(b[off + 3:off + 6]) not in _SNAP_OUIS:
+                return self._dropped("non_ip")
+            et = _U16.unpack_from(b, off + 6)[0]
+            off += 8
+            while et in ETH_VLAN_TAGS:  # 802.1Q inside SNAP (rare, but legal)
+                tags += 1
+                if end - off < 4 or tags > MAX_VLAN_TAGS:
+                    return self._dropped("short_link_header")
+                et = _U16.unpack_from(b, off + 2)[0]
+                off += 4
         if et == ETH_PPPOE_SESSION:
             # PPPoE session header (6 bytes), then the 2-byte PPP protocol.
             if end - off < 8:
@@ -195,8 +216,35 @@ class Decoder:
             off += 8
         return self._network(b, off, end, et, ts_ns, vni, mirror_src, depth)
 
+    def _mpls(self, b, off, end, ts_ns, vni, mirror_src, depth):
+        """An MPLS label stack (RFC 3032: 4 bytes a label, S bit on the last). What follows
+        the stack has no type field: IPv4 or IPv6 by its version nibble (as routers and Zeek
+        read it), or, with a first nibble of 0, a pseudowire control word then an Ethernet
+        frame (RFC 4385, 4448). Anything else is named as such, not as non-IP."""
+        for _ in range(MAX_MPLS_LABELS):
+            if end - off < 4:
+                return self._dropped("short_link_header")
+            bottom = b[off + 2] & 0x01
+            off += 4
+            if bottom:
+                break
+        else:
+            return self._dropped("unsupported_mpls_payload")
+        if end - off < 1:
+            return self._dropped("short_link_header")
+        nib = b[off] >> 4
+        if nib == 4:
+            return self._network(b, off, end, ETH_IPV4, ts_ns, vni, mirror_src, depth)
+        if nib == 6:
+            return self._network(b, off, end, ETH_IPV6, ts_ns, vni, mirror_src, depth)
+        if nib == 0 and depth < MAX_ENCAP:
+            return self._ethernet(b, off + 4, end, ts_ns, vni, mirror_src, depth + 1)
+        return self._dropped("unsupported_mpls_payload")
+
     # -- network layer ----------------------------------------------------------------------
     def _network(self, b, off, end, et, ts_ns, vni, mirror_src, depth):
+        if et in ETH_MPLS:
+            return self._mpls(b, off, end, ts_ns, vni, mirror_src, depth)
         avail = end - off
         if et == ETH_IPV4:
             if avail < 20:

@@ -144,7 +144,8 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     conn_state: str
     """Zeek's conn_state vocabulary (S0, S1, SF, REJ, RSTO, ...)."""
     history: str
-    """Zeek's history letters (S h A D a d F f R r; upper case = originator; ^ = flipped)."""
+    """Zeek's history letters (upper case = originator; ^ = flipped): TCP S h A D a d F f R r;
+    UDP D d (a datagram from each side, as Zeek's UDP analyzer); ICMP and others none."""
     app_proto: str | None
     end_reason: EndReason
     truncated_pkts: int

@@ -16,9 +16,10 @@
  *   - request: first.split() on b" \t\n\r\x0b\x0c"; the method must fullmatch
  *     [A-Za-z][A-Za-z0-9_-]{0,19}; URI truncated to MAX_URI bytes; version = third part
  *     after "HTTP/"; malformed_request when not exactly 3 parts, no version or not exactly
- *     two spaces in the line;
- *   - response: first starts with "HTTP/", len >= 12, a space at [8] and three ASCII digits
- *     at [9:12] (the status);
+ *     two spaces in the line; of two parts, "METHOD HTTP/x" is an empty target and that
+ *     version (malformed_request), else a method of 3+ bytes makes HTTP/0.9 (tag http09);
+ *   - response: first starts with "HTTP/" (in any case; tag lowercase_status_line when not
+ *     upper), len >= 12, a space at [8] and three ASCII digits at [9:12] (the status);
  *   - text: bytes.decode("utf-8", "backslashreplace") (CPython's own decoder is called);
  *   - headers: the _WANTED regex: at every "\n", one of the wanted names (ASCII
  *     case-insensitive), [ \t]*, ":", [ \t]*, the value up to the first "\r" or "\n" less
@@ -44,6 +45,7 @@ static PyObject *DECLINE;
 static PyObject *s_host, *s_user_agent, *s_referrer, *s_req_ctype, *s_auth, *s_proxy_auth,
     *s_cookie, *s_resp_ctype, *s_set_cookie;
 static PyObject *s_malformed_request, *s_bad_cl, *s_conflicting_cl, *s_te_and_cl;
+static PyObject *s_http09, *s_lowercase_status, *s_v09;
 
 static unsigned char lc[256];       /* ASCII lower case */
 static unsigned char split_ws[256]; /* bytes.split() white space */
@@ -199,7 +201,8 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     /* start line: positions only (nothing is built before the headers are known good) */
     const unsigned char *ps[3] = {NULL, NULL, NULL}, *pe[3] = {NULL, NULL, NULL};
     int nparts = 0;
-    int malformed = 0;
+    int malformed = 0, lower = 0;
+    enum { TWO_NONE, TWO_NO_TARGET, TWO_HTTP09 } two = TWO_NONE;
     long status = 0;
     if (is_request) {
         Py_ssize_t spaces = 0;
@@ -228,14 +231,27 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
         for (Py_ssize_t i = 1; i < mlen; i++)
             if (!tok_rest[ps[0][i]])
                 Py_RETURN_NONE;
-        int has_version = nparts > 2 && pe[2] - ps[2] >= 5 && memcmp(ps[2], "HTTP/", 5) == 0;
-        if (nparts != 3 || !has_version || spaces != 2)
+        if (nparts == 2 && pe[1] - ps[1] >= 5 && memcmp(ps[1], "HTTP/", 5) == 0) {
+            two = TWO_NO_TARGET;  /* "GET HTTP/1.1": empty target, that version */
             malformed = 1;
-        if (!has_version)
-            nparts = nparts < 2 ? nparts : 2; /* no version to decode */
+        }
+        else if (nparts == 2 && mlen >= 3) {
+            two = TWO_HTTP09;  /* method and URI, no version: HTTP/0.9 */
+        }
+        else {
+            int has_version = nparts > 2 && pe[2] - ps[2] >= 5 && memcmp(ps[2], "HTTP/", 5) == 0;
+            if (nparts != 3 || !has_version || spaces != 2)
+                malformed = 1;
+            if (!has_version)
+                nparts = nparts < 2 ? nparts : 2; /* no version to decode */
+        }
     }
     else {
-        if (flen < 12 || memcmp(buf, "HTTP/", 5) != 0)
+        if (flen < 5 || lc[buf[0]] != 'h' || lc[buf[1]] != 't' || lc[buf[2]] != 't'
+            || lc[buf[3]] != 'p' || buf[4] != '/')
+            Py_RETURN_NONE;
+        lower = memcmp(buf, "HTTP/", 5) != 0;  /* "http/1.1": read, and tagged */
+        if (flen < 12)
             Py_RETURN_NONE;
         /* HTTP-version SP 3DIGIT */
         if (buf[8] != ' ' || !is_digit(buf[9]) || !is_digit(buf[10]) || !is_digit(buf[11]))
@@ -250,6 +266,10 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     if (tags == NULL || fields == NULL)
         goto error;
     if (malformed && PyList_Append(tags, s_malformed_request) < 0)
+        goto error;
+    if (two == TWO_HTTP09 && PyList_Append(tags, s_http09) < 0)
+        goto error;
+    if (lower && PyList_Append(tags, s_lowercase_status) < 0)
         goto error;
     int64_t length = -1;
     int chunked = 0, bad = 0, conflicting = 0;
@@ -344,16 +364,23 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
         a = text(ps[0], pe[0] - ps[0]);
         if (a == NULL)
             goto error;
-        if (nparts > 1) {
-            Py_ssize_t ulen = pe[1] - ps[1];
-            b = text(ps[1], ulen > MAX_URI ? MAX_URI : ulen);
+        if (two == TWO_NO_TARGET) {
+            b = PyUnicode_FromStringAndSize("", 0);
+            c = b == NULL ? NULL : text(ps[1] + 5, pe[1] - ps[1] - 5);
         }
-        else
-            b = Py_NewRef(Py_None);
-        if (b == NULL)
-            goto error;
-        c = nparts > 2 ? text(ps[2] + 5, pe[2] - ps[2] - 5) : Py_NewRef(Py_None);
-        if (c == NULL)
+        else {
+            if (nparts > 1) {
+                Py_ssize_t ulen = pe[1] - ps[1];
+                b = text(ps[1], ulen > MAX_URI ? MAX_URI : ulen);
+            }
+            else
+                b = Py_NewRef(Py_None);
+            if (b == NULL)
+                goto error;
+            c = two == TWO_HTTP09 ? Py_NewRef(s_v09)
+                : nparts > 2 ? text(ps[2] + 5, pe[2] - ps[2] - 5) : Py_NewRef(Py_None);
+        }
+        if (b == NULL || c == NULL)
             goto error;
     }
     else {
@@ -438,7 +465,10 @@ PyInit__fasthttp(void)
         || intern(&s_malformed_request, "malformed_request") < 0
         || intern(&s_bad_cl, "bad_content_length") < 0
         || intern(&s_conflicting_cl, "conflicting_content_length") < 0
-        || intern(&s_te_and_cl, "te_and_cl") < 0)
+        || intern(&s_te_and_cl, "te_and_cl") < 0
+        || intern(&s_http09, "http09") < 0
+        || intern(&s_lowercase_status, "lowercase_status_line") < 0
+        || intern(&s_v09, "0.9") < 0)
         return NULL;
     if (DECLINE == NULL) {
         DECLINE = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);

@@ -9,8 +9,12 @@ A flow ends
 - on FIN from both sides, or RST: after ``close_linger`` more seconds, so the last ACKs and
   retransmissions still count in it (a new SYN on the same ports starts a new flow at once);
 - after ``idle_timeout`` seconds without a packet;
-- every ``active_timeout`` seconds of a long flow, which is then continued in a new record
-  (VPC Flow Logs aggregate the same way, over a 1 or 10 minute interval);
+- when a packet comes ``active_timeout`` seconds or more after the record's first packet: the
+  record is reported (``active``) and the packet starts the next one (VPC Flow Logs aggregate
+  the same way, over a 1 or 10 minute interval). Only a packet proves the flow went on, so a
+  flow that falls silent is not split at the boundary: it ends ``idle`` (with one record, as
+  Zeek's conn.log has it) when its idle timeout passes, or is split when its next packet
+  comes. ``active`` therefore always means "continued in the next record";
 - at the end of input (``flush``).
 """
 
@@ -44,10 +48,10 @@ class FlowConfig:
     tcp_idle_timeout: float = 300.0
     """The same for TCP connections both sides have spoken on (Zeek's tcp_inactivity_timeout):
     an idle keep-alive connection is still one connection, and its HTTP state lives on.
-    Long flows are still reported every active_timeout."""
+    Long flows are still split every active_timeout."""
     active_timeout: float = 60.0
-    """Seconds after which a long flow is reported and continued in a new record: VPC Flow
-    Logs' shortest aggregation interval."""
+    """Seconds after which a long flow is reported and continued in a new record (at its
+    first packet past them): VPC Flow Logs' shortest aggregation interval."""
     close_linger: float = 5.0
     """Seconds a flow stays open after FIN/FIN or RST to collect the last packets (Zeek's
     tcp_close_delay)."""
@@ -180,18 +184,15 @@ class FlowTable:
                         self._end(f, f.close_reason, out)
                         f = None
                 elif ts - f.last_ns >= f.idle_ns:
-                    # Both deadlines may have passed: the earlier one decides, as a sweep at
-                    # that moment would have.
-                    first = f.first_ns
-                    late_active = first and first + active < f.last_ns + f.idle_ns
-                    self._end(f, "active" if late_active else "idle", out)
+                    # Silent for the idle timeout: the flow ended, even if its record is
+                    # older than the active timeout (nothing continued it).
+                    self._end(f, "idle", out)
                     f = None
                 elif ts - f.first_ns >= active:
-                    if f.orig_pkts or f.resp_pkts:
-                        out.append(self._record(f, "active"))
-                        self._restart(f, ts)
-                    else:  # first packet after expire() split the flow (first_ns was 0)
-                        f.first_ns = ts
+                    # The flow went on past the active timeout: report, continue anew.
+                    if f.orig_pkts or f.resp_pkts:  # (state saved by an older version
+                        out.append(self._record(f, "active"))  # may hold an empty record)
+                    self._restart(f, ts)
             if f is None:
                 f = self._new(key, fwd, r)
             is_orig = fwd == f.orig_fwd
@@ -215,14 +216,24 @@ class FlowTable:
                 if a is not False:
                     if a is None:
                         l7_undecided(f, r, is_orig)
-                    elif plen or a.orig.pending or a.resp.pending:
-                        a.packet(r, is_orig)  # a pure ACK only matters while a hole waits
+                    elif plen or a.orig.pending or a.resp.pending or a.waiting or r.tcp_flags & FIN:
+                        # A pure ACK only matters while a hole or a reordered copy waits; a
+                        # FIN says where its direction's bytes end.
+                        a.packet(r, is_orig)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
                 if kind not in f.memo:
                     self.now_ns = now
                     self._tcp(f, kind, ts)
+            elif proto == UDP:
+                # Zeek's UDP analyzer: 'D' once the originator sent a datagram, 'd' once the
+                # responder did (udp/UDP.cc CheckHistory), so a DNS exchange reads "Dd".
+                if is_orig:
+                    if "D" not in f.history:
+                        f.history += "D"
+                elif "d" not in f.history:
+                    f.history += "d"
         self.now_ns = now
         return out
 
@@ -305,11 +316,10 @@ class FlowTable:
         heapq.heappush(self._timers, (deadline, self._tick, key))
 
     def _deadline(self, f: Flow) -> int:
+        # The active timeout is no deadline: it splits a record at the next packet (add_batch).
         if f.closing_ns:
             return min(f.closing_ns + self._linger, f.last_ns + f.idle_ns)
-        if not f.first_ns:  # split by an active timeout, nothing counted since
-            return f.last_ns + f.idle_ns
-        return min(f.last_ns + f.idle_ns, f.first_ns + self._active)
+        return f.last_ns + f.idle_ns
 
     def expire(self, now_ns: int | None = None) -> list[FlowRecord]:
         """End the flows whose deadline is at or before ``now_ns`` (default: the latest packet
@@ -329,16 +339,6 @@ class FlowTable:
             if f.closing_ns:
                 self._end(f, f.close_reason, out)
                 continue
-            idle_at = f.last_ns + f.idle_ns
-            if f.first_ns and f.first_ns + self._active < idle_at:
-                # The active timeout came first: report, and go on with an empty record
-                # (which the idle timeout, if it has passed too, ends without a report).
-                if f.orig_pkts + f.resp_pkts:
-                    out.append(self._record(f, "active"))
-                self._restart(f, 0)  # nothing counted yet: the next packet sets first_ns
-                if idle_at > now:
-                    self._schedule(self._deadline(f), key)
-                    continue
             self._end(f, "idle", out)
         return out
 

@@ -155,6 +155,11 @@ class MessageStream:
         elif st in (HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER) and self.txn is not None:
             self.txn.tag("truncated")
             self._end_message(ts, complete=False)
+        elif st == HEAD and self.buf.strip():
+            # A head the connection's end cut short: record what it says rather than lose it.
+            head, self.buf = self.buf.rstrip(b"\r\n"), b""
+            if self._start_message(head, ts, cut=True) and self.txn is not None:
+                self._end_message(ts, complete=False)
         elif st == START and self.buf.strip():
             self.conv.malformed(self.is_request, ts)
         self.state = TUNNEL
@@ -297,6 +302,14 @@ class MessageStream:
                 if not line:
                     self._end_message(ts)
             elif st == UNTIL_CLOSE:
+                txn = self.txn
+                if txn is not None and txn.version == "0.9" and not txn.resp_body \
+                        and buf[pos:pos + 5].upper() == b"HTTP/":
+                    # A request without a version answered with a status line: the server
+                    # speaks HTTP/1.x (as servers answer a bad request line), read it so.
+                    self.txn = None
+                    self.state = START
+                    continue
                 self._count_body(n - pos)
                 return
             elif st == TUNNEL:
@@ -327,23 +340,19 @@ class MessageStream:
         self._feed(data[m.start():], ts)
 
     def _http09(self, buf: bytes, pos: int, ts: int) -> bool:
-        """An HTTP/0.9 request is one line, 'GET /path', with no version and no headers."""
+        """An HTTP/0.9 request is one line, method and URI with no version and no headers:
+        taken as soon as its line is complete (the server answers it at once)."""
         eol = buf.find(b"\n", pos)
         if eol == -1:
             return False
-        parts = buf[pos:eol].strip().split()
-        if len(parts) != 2 or parts[0] != b"GET":
+        line = buf[pos:eol].rstrip(b"\r")
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) < 3 or parts[1].startswith(b"HTTP/") \
+                or not _TOKEN.fullmatch(parts[0]):
             return False
-        txn = self.conv.new_request(self.msg_ts or ts)
-        txn.method, txn.uri, txn.version = "GET", _text(parts[1][:MAX_URI]), "0.9"
-        txn.tag("http09")
-        txn.req_done = True
-        self.conv.http09 = True
-        self.state = START
-        self.conv.request_done(txn)
-        return True
+        return self._start_message(line, ts)
 
-    def _start_message(self, head: bytes, ts: int) -> bool:
+    def _start_message(self, head: bytes, ts: int, cut: bool = False) -> bool:
         parsed = _parse_head(head, self.is_request)
         if parsed is _DECLINE:  # a rare head the C version leaves to the reference
             parsed = parse_head(head, self.is_request)
@@ -367,6 +376,8 @@ class MessageStream:
         self.txn = txn
         for t in tags:
             txn.tag(t)
+        if cut:
+            txn.tag("truncated")
         for attr, value in fields:
             if attr in _REDACT:
                 value = conv.credential(value, _REDACT[attr])
@@ -437,16 +448,32 @@ def parse_head(head: bytes, is_request: bool):
             return None
         # Read what the line gives even when it is not well-formed (a missing URI or
         # version, extra spaces): servers answer such requests, and so must the record.
+        # Two-part lines follow Zeek's HTTP analyzer (HTTP.cc, ParseRequest and
+        # HTTP_RequestLine): "GET HTTP/1.1" has an empty target and version 1.1; a line
+        # without "HTTP/" is HTTP/0.9 (RFC 1945 Simple-Request) when its method has at least
+        # 3 characters, whatever the method (RFC 1945 allows only GET; Zeek accepts any).
         a = _text(parts[0])
-        b = _text(parts[1][:MAX_URI]) if len(parts) > 1 else None
-        c = _text(parts[2][5:]) if len(parts) > 2 and parts[2].startswith(b"HTTP/") else None
-        if len(parts) != 3 or c is None or first.count(b" ") != 2:
+        if len(parts) == 2 and parts[1].startswith(b"HTTP/"):
+            b, c = "", _text(parts[1][5:])
             tags.append("malformed_request")
+        elif len(parts) == 2 and len(parts[0]) >= 3:
+            b, c = _text(parts[1][:MAX_URI]), "0.9"
+            tags.append("http09")
+        else:
+            b = _text(parts[1][:MAX_URI]) if len(parts) > 1 else None
+            c = _text(parts[2][5:]) if len(parts) > 2 and parts[2].startswith(b"HTTP/") else None
+            if len(parts) != 3 or c is None or first.count(b" ") != 2:
+                tags.append("malformed_request")
         text_fields = _REQUEST_TEXT
     else:
-        # RFC 9112 4: HTTP-version SP 3DIGIT; anything else is not a status line.
-        if not first.startswith(b"HTTP/") or len(first) < 12 or first[8] != 32 \
-                or not first[9:12].isdigit():
+        # RFC 9112 4: HTTP-version SP 3DIGIT; anything else is not a status line. The
+        # version's name is case-sensitive (RFC 9112 2.3), but clients accept "http/1.1"
+        # (so would an attacker's client): read it, and tag it.
+        if not first.startswith(b"HTTP/"):
+            if first[:5].upper() != b"HTTP/":
+                return None
+            tags.append("lowercase_status_line")
+        if len(first) < 12 or first[8] != 32 or not first[9:12].isdigit():
             return None
         a = int(first[9:12])
         b = _text(first[13:]) or None
@@ -572,7 +599,8 @@ class HttpConversation:
         return txn
 
     def request_done(self, txn: Txn) -> None:
-        if self.http09 and txn.version == "0.9":
+        if txn.version == "0.9":
+            self.http09 = True
             # The response to HTTP/0.9 is the raw body up to the close: no status line.
             self.responses.txn = txn
             self.responses.state = UNTIL_CLOSE
@@ -633,13 +661,40 @@ def looks_like_http(data: bytes, is_request: bool) -> bool:
     method, or any method token whose request line ends in an HTTP version (servers accept
     extension methods such as QUERY or CCM_POST)."""
     if is_request:
-        sp = data.find(b" ", 0, 21)
-        if sp <= 0:
-            return False
-        if data[:sp] in _METHODS_SET:
+        return request_start_verdict(data) is True
+    return response_start_verdict(data) is True
+
+
+def request_start_verdict(data: bytes) -> bool | None:
+    """Whether a client's first bytes start an HTTP request: True, False, or None when they
+    are too few to say (b"G", b"GET", b"QUERY /x" with its line not yet complete) and the
+    next segment must be waited for."""
+    sp = data.find(b" ", 0, 21)
+    if sp > 0:
+        token = data[:sp]
+        if token in _METHODS_SET:
             return True
-        return _GENERIC_REQUEST_LINE.match(data) is not None
-    return data.startswith(b"HTTP/1.") or data.startswith(b"HTTP/0.9")
+        if _TOKEN.fullmatch(token) is None:
+            return False
+        if _GENERIC_REQUEST_LINE.match(data) is not None:
+            return True
+        # An extension method counts only with its line's version: wait for the line.
+        return None if data.find(b"\n") == -1 and len(data) <= MAX_URI + 32 else False
+    if sp == 0 or len(data) >= 21:
+        return False
+    return None if not data or _TOKEN.fullmatch(data) is not None else False
+
+
+def response_start_verdict(data: bytes) -> bool | None:
+    """The same for a server's first bytes: a status line's "HTTP/1." (or "HTTP/0.9"), in
+    any case (see parse_head)."""
+    head = data[:8].upper()
+    for v in (b"HTTP/1.", b"HTTP/0.9"):
+        if head.startswith(v):
+            return True
+    if len(head) < 8 and any(v.startswith(head) for v in (b"HTTP/1.", b"HTTP/0.9")):
+        return None
+    return False
 
 
 _METHODS_SET = frozenset(_METHODS)

@@ -1,13 +1,22 @@
 """Application-layer analysis attached to TCP flows: deciding which flows carry HTTP, and
 turning their transactions into HttpTransaction records.
 
-HTTP is recognised by its bytes, on any port: a flow is analysed when its first data segment
-(of either side) starts an HTTP/1.x message. A flow picked up midstream gets a few segments
-to show a message start before it is left alone.
+HTTP is recognised by its bytes, on any port: a flow is analysed when the first bytes of
+either side start an HTTP/1.x message. Those bytes are read across segments, so a client that
+sends its request line a byte at a time (an evasion trick) is still recognised: while what
+has come could still begin a request, the segments are held and the decision waits. A flow
+picked up midstream gets a few segments to show a message start before it is left alone.
+
+Requests and responses pair in order, and the mirror does not always deliver the two
+directions in the order they happened: a request's copy can arrive after the response that
+acknowledges it. TCP's ACK numbers tell the true order, so a data segment that acknowledges
+bytes of the other direction not yet seen waits until they arrive (or are known lost), and
+only then goes to the HTTP framer.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from schemas.records import HttpTransaction
@@ -21,13 +30,26 @@ from stream_app.core.http import (
     HttpConversation,
     Txn,
     looks_like_http,
+    request_start_verdict,
+    response_start_verdict,
 )
 from stream_app.core.reassembly import DEFAULT_BUFFER_CAP, Direction, ReassemblyStats
 
 NS = 1_000_000_000
+FIN = 0x01
 SYN = 0x02
 ACK = 0x10
 MIDSTREAM_TRIES = 8
+MASK = 0xFFFFFFFF
+HALF = 1 << 31
+MAX_WAITING = 64
+"""Segments that may wait for the other direction's bytes they acknowledge; past this the
+other direction's missing bytes are declared a gap and the segments go on."""
+MAX_WAIT_NS = 2 * NS
+"""Capture time a segment may wait so: mirror copies arrive out of order by milliseconds; a
+longer wait means the bytes are lost (or only one direction is mirrored)."""
+MAX_HELD = 32
+"""Segments held while the first bytes of a connection may still start an HTTP message."""
 
 
 @dataclass
@@ -40,13 +62,22 @@ class L7Config:
 class HttpAnalyzer:
     """Reassembly of both directions plus the HTTP conversation of one TCP connection."""
 
-    __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued")
+    __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued", "waiting", "wait_orig",
+                 "fin_orig", "fin_resp")
 
     def __init__(self, l7: L7, flow, isn_orig, isn_resp, midstream: bool):
         config = l7.config
         self.l7 = l7
         self.flow = flow
         self.queued = False
+        self.waiting: deque | None = None
+        """Data segments of one direction (``wait_orig``) that acknowledge bytes of the other
+        direction the capture has not delivered yet, in arrival order."""
+        self.wait_orig = False
+        self.fin_orig: int | None = None
+        self.fin_resp: int | None = None
+        """Where each direction's FIN put the end of its bytes: what the capture has not
+        delivered before it by the end is a gap (a body ended by the close counts exactly)."""
         self.conv = HttpConversation(config.http)
         self.conv.midstream = midstream
         self.orig = Direction(self.conv.requests, config.reassembly_cap, l7.stats)
@@ -56,7 +87,18 @@ class HttpAnalyzer:
         if isn_resp is not None:
             self.resp.syn(isn_resp)
 
-    def packet(self, r, is_orig: bool) -> None:
+    def __setstate__(self, state) -> None:
+        # An analyzer pickled by a version without the newer slots restores with defaults.
+        self.waiting, self.wait_orig, self.fin_orig, self.fin_resp = None, False, None, None
+        for part in state if isinstance(state, tuple) else (state,):
+            for k, v in (part or {}).items():
+                setattr(self, k, v)
+
+    def packet(self, r, is_orig: bool, may_wait: bool = True) -> None:
+        """One segment of the connection (``may_wait`` False: one released from waiting)."""
+        if self.waiting is not None and may_wait:
+            self._while_waiting(r, is_orig)
+            return
         if is_orig:
             d, peer = self.orig, self.resp
         else:
@@ -69,7 +111,21 @@ class HttpAnalyzer:
             d.syn(r.seq)
         else:
             plen = r.payload_len
+            if flags & FIN:
+                if is_orig:
+                    self.fin_orig = (r.seq + plen) & MASK
+                else:
+                    self.fin_resp = (r.seq + plen) & MASK
             if plen:
+                nxt = peer.next_seq
+                if may_wait and flags & ACK and nxt is not None and r.ack != nxt \
+                        and _ahead(self._data_ack(r.ack, not is_orig), nxt):
+                    # Sent after the other side's bytes up to r.ack arrived, which the capture
+                    # has not delivered yet (the mirror reordered the copies): wait for them.
+                    self.waiting = deque((r,))
+                    self.wait_orig = is_orig
+                    self.l7.ack_waits += 1
+                    return
                 payload = r.payload
                 if r.seq == d.next_seq and len(payload) == plen and not d.pending:
                     # In order and whole: the common case, without the general machinery.
@@ -96,7 +152,65 @@ class HttpAnalyzer:
             self.queued = True
             self.l7.ready.append(self)
 
+    def _while_waiting(self, r, is_orig: bool) -> None:
+        w = self.waiting
+        if r.ts_ns - w[0].ts_ns > MAX_WAIT_NS:
+            self.flush_waiting()
+            self.packet(r, is_orig)
+        elif is_orig == self.wait_orig:
+            w.append(r)  # behind the waiting ones: a direction's order is kept
+            if len(w) > MAX_WAITING:
+                self.flush_waiting()
+        else:
+            waited = self.orig if self.wait_orig else self.resp
+            if r.payload_len and r.tcp_flags & ACK \
+                    and _ahead(self._data_ack(r.ack, self.wait_orig), waited.next_seq):
+                # Each side acknowledges data the other has not shown: bytes were lost, not
+                # delayed. Declare them a gap and go on in arrival order.
+                self.flush_waiting()
+                self.packet(r, is_orig)
+            else:
+                self.packet(r, is_orig, False)
+                self._release(r.ts_ns)
+
+    def _release(self, ts: int) -> None:
+        """Deliver the waiting segments whose acknowledged bytes have now been seen."""
+        w = self.waiting
+        peer = self.resp if self.wait_orig else self.orig
+        while w:
+            r = w[0]
+            if peer.pending:
+                peer.acked(r.ack, ts)
+            if _ahead(self._data_ack(r.ack, not self.wait_orig), peer.next_seq):
+                return
+            w.popleft()
+            self.packet(r, self.wait_orig, False)
+        self.waiting = None
+
+    def flush_waiting(self) -> None:
+        """The bytes the waiting segments acknowledge never came: a gap in the other
+        direction up to each one's ACK, then the segment."""
+        w, self.waiting = self.waiting, None
+        if not w:
+            return
+        peer = self.resp if self.wait_orig else self.orig
+        self.l7.ack_gaps += 1
+        for r in w:
+            _skip_to(peer, self._data_ack(r.ack, not self.wait_orig), r.ts_ns)
+            self.packet(r, self.wait_orig, False)
+
+    def _data_ack(self, ack: int, peer_orig: bool) -> int:
+        """The end of the peer's data that ``ack`` acknowledges: the FIN takes a sequence
+        number of its own, which is no data."""
+        fin = self.fin_orig if peer_orig else self.fin_resp
+        return fin if fin is not None and ack == (fin + 1) & MASK else ack
+
     def finish(self, ts: int) -> list[Txn]:
+        self.flush_waiting()
+        if self.fin_orig is not None:
+            _skip_to(self.orig, self.fin_orig, ts)
+        if self.fin_resp is not None:
+            _skip_to(self.resp, self.fin_resp, ts)
         self.orig.end(ts)
         self.resp.end(ts)
         return self.conv.finish()
@@ -111,11 +225,16 @@ class L7:
         self.out: list[HttpTransaction] = []
         self.ready: list[HttpAnalyzer] = []  # analyzers with completed exchanges
         self.http_flows = 0
+        self.ack_waits = 0
+        """Times a segment waited for the other direction's bytes it acknowledges."""
+        self.ack_gaps = 0
+        """Times those bytes never came (declared a gap)."""
 
     def undecided(self, f, r, is_orig: bool) -> None:
         """Decide whether the flow is HTTP from its first data: a request from the client, or
         (when the client's first bytes are malformed) a status line from the server. The
-        client's first segment is held meanwhile, so a malformed request is still reported."""
+        first bytes are read across segments (held meanwhile, so that a request sent a byte
+        at a time, or a malformed one, is still reported)."""
         flags = r.tcp_flags
         if flags & SYN:
             if is_orig:
@@ -125,39 +244,63 @@ class L7:
             return
         if not r.payload_len:
             return
-        data = r.payload
-        midstream = f.isn_orig is None and f.isn_resp is None
-        start = 0
-        if looks_like_http(data, is_orig):
-            pass
-        elif is_orig and not midstream and f.l7_held is None:
-            f.l7_held = r  # not HTTP-looking; wait for the server's first answer
+        if f.isn_orig is None and f.isn_resp is None:
+            self._midstream(f, r, is_orig)
             return
-        elif midstream:
+        held = f.l7_held
+        if held is None:
+            f.l7_held = held = []
+        elif not isinstance(held, list):  # one client record, as state saved before 2026-12
+            f.l7_held = held = [(held, True)]
+        held.append((r, is_orig))
+        client = _verdict(_first_bytes(held, True, f.isn_orig), True)
+        server = _verdict(_first_bytes(held, False, f.isn_resp), False)
+        if client or server:
+            self._start(f, r, held)
+        elif server is False or (client is False and is_orig and sum(o for _, o in held) > 1):
+            # The server's first bytes are no status line, or the client sent more after
+            # bytes that begin no request without an answer: not HTTP.
+            f.l7 = False
+            f.l7_held = None
+        elif len(held) >= MAX_HELD:
+            f.l7 = False
+            f.l7_held = None
+        # else: the first bytes may still become a message (or the client's malformed
+        # request may still be answered by a status line): wait.
+
+    def _start(self, f, r, held) -> None:
+        self.http_flows += 1
+        f.app_proto = "http"
+        a = HttpAnalyzer(self, f, f.isn_orig, f.isn_resp, False)
+        f.l7 = a
+        f.l7_held = None
+        for rec, o in held:
+            d = a.orig if o else a.resp
+            if d.next_seq is None:  # no SYN seen in this direction: start at its first data
+                d.next_seq = rec.seq
+                d.midstream = True
+            a.packet(rec, o)  # completed exchanges are queued for take()
+
+    def _midstream(self, f, r, is_orig: bool) -> None:
+        """A connection picked up without its handshake: find a message start."""
+        data = r.payload
+        start = 0
+        if not looks_like_http(data, is_orig):
             m = (_RESYNC_REQUEST if is_orig else _RESYNC_RESPONSE).search(data)
             if m is None:
                 f.l7_tries += 1
                 if f.l7_tries >= MIDSTREAM_TRIES:
                     f.l7 = False
-                    f.l7_held = None
                 return
             start = m.start()
-        else:
-            f.l7 = False  # neither side's first data is HTTP
-            f.l7_held = None
-            return
         self.http_flows += 1
         f.app_proto = "http"
-        a = HttpAnalyzer(self, f, f.isn_orig, f.isn_resp, midstream or start > 0)
+        a = HttpAnalyzer(self, f, None, None, True)
         f.l7 = a
-        held, f.l7_held = f.l7_held, None
-        if held is not None:
-            a.packet(held, True)
         d = a.orig if is_orig else a.resp
-        if d.next_seq is None or (start and d.next_seq != r.seq):
-            d.next_seq = (r.seq + start) & 0xFFFFFFFF
-            d.midstream = True
-        d.segment((r.seq + start) & 0xFFFFFFFF, data[start:], r.payload_len - start, r.ts_ns)
+        d.next_seq = (r.seq + start) & MASK
+        d.midstream = True
+        d.segment((r.seq + start) & MASK, data[start:], r.payload_len - start, r.ts_ns)
         if a.conv.done:
             self.emit(f, a.conv.take())
 
@@ -178,6 +321,11 @@ class L7:
         for t in txns:
             has_req = t.method is not None
             resp_ts = t.resp_ts
+            if resp_ts is not None and resp_ts < t.ts and has_req:
+                # The request's copy came after its response's (the ACKs put them in order):
+                # its capture time is late, so the latency is unknown, not negative.
+                t.tag("reordered")
+                resp_ts = None
             out.append(HttpTransaction(
                 f"{conn}-{t.depth}",
                 (t.ts if has_req else (resp_ts or t.ts)) / NS, cid, vni, src, sp, dst, dp,
@@ -195,3 +343,46 @@ class L7:
         self.ready.clear()
         out, self.out = self.out, []
         return out
+
+
+def _ahead(ack: int, nxt: int | None) -> bool:
+    """Whether ``ack`` acknowledges bytes past ``nxt`` (the next byte a direction expects)."""
+    return nxt is not None and ((ack - nxt + HALF) & MASK) - HALF > 0
+
+
+def _skip_to(d: Direction, ack: int, ts: int) -> None:
+    """The peer acknowledged everything before ``ack``: what the capture has not delivered of
+    it was received but not captured. Deliver what is buffered, and a gap for the rest."""
+    if d.next_seq is None:
+        return
+    if d.pending:
+        d.acked(ack, ts)
+    hole = ((ack - d.next_seq + HALF) & MASK) - HALF
+    if hole > 0:
+        d.stats.gaps += 1
+        d.stats.gap_bytes += hole
+        d.next_seq = ack
+        d.consumer.gap(hole, ts)
+
+
+def _first_bytes(held, is_orig: bool, isn: int | None) -> bytes | None:
+    """The contiguous first bytes of one direction among the held segments (from the SYN's
+    sequence number when it was seen), or None when that direction sent nothing yet."""
+    segs = sorted(((r.seq - (isn + 1 if isn is not None else 0)) & MASK, r.payload)
+                  for r, o in held if o == is_orig)
+    if not segs:
+        return None
+    base = 0 if isn is not None else segs[0][0]
+    out = b""
+    for off, payload in segs:
+        off -= base
+        if off > len(out):
+            break  # a hole: what follows it cannot count yet
+        out += payload[len(out) - off:]
+    return out
+
+
+def _verdict(data: bytes | None, is_request: bool):
+    if data is None:
+        return None
+    return (request_start_verdict if is_request else response_start_verdict)(data)
