@@ -153,8 +153,8 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         if cfg.embedded.http and payload_ports is None:
             # HTTP is recognised on any port, as `analyze` does: keep every TCP payload.
             cfg.payload.all_ports = True
-        if cfg.embedded.detect and cfg.embedded.detect_config:
-            from stream_app.livemode import detect_config as load_detect
+        load_detect = _embedded("embedded_detect_config")
+        if cfg.embedded.detect and cfg.embedded.detect_config and load_detect is not None:
             try:
                 load_detect(cfg.embedded.detect_config)
             except ValueError as exc:
@@ -187,7 +187,7 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         from collectors.worker import replay
         try:
             snap = replay(cfg, [str(p) for p in pcaps], end_marker=end_marker,
-                          embedded=_embedded())
+                          embedded=_embedded("embedded_publisher"))
         except CaptureError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -201,7 +201,7 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         return
 
     from collectors.supervisor import Supervisor
-    sup = Supervisor(cfg, embedded=_embedded())
+    sup = Supervisor(cfg, embedded=_embedded("embedded_publisher"))
     summary = sup.run()
     _write_summary(cfg, summary)
     sys.stdout.write(json.dumps(summary) + "\n")
@@ -210,11 +210,12 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
         sys.exit(2)
 
 
-def _embedded():
-    """The embedded-mode publisher the program that runs this command provides (the
-    ``mirrorscope`` group puts stream_app's in ``ctx.obj``); None without one."""
+def _embedded(name: str):
+    """What the program that runs this command provides for embedded mode (the ``mirrorscope``
+    group puts stream_app's publisher, detector-config check and final summary in ``ctx.obj``:
+    collectors never import the stream app); None without one."""
     obj = click.get_current_context().find_root().obj
-    return obj.get("embedded_publisher") if isinstance(obj, dict) else None
+    return obj.get(name) if isinstance(obj, dict) else None
 
 
 def _write_summary(cfg, summary: dict) -> None:
@@ -223,5 +224,6 @@ def _write_summary(cfg, summary: dict) -> None:
         p.write_text(json.dumps(summary, indent=2) + "\n")
         # The flows/HTTP/alerts summary `analyze` prints, with the final counters (stderr:
         # stdout carries the JSON above).
-        from stream_app.livemode import finish_summary
-        finish_summary(cfg.embedded.out_dir, summary.get("totals") or {})
+        finish_summary = _embedded("embedded_finish")
+        if finish_summary is not None:
+            finish_summary(cfg.embedded.out_dir, summary.get("totals") or {})

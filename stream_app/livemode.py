@@ -138,5 +138,5 @@ def result_from_json(d: dict):
 def print_summary(d: dict, stream) -> None:
     from rich.console import Console
 
-    from stream_app.cli import _print_summary
-    _print_summary(result_from_json(d), Console(file=stream, soft_wrap=True))
+    from stream_app.summary_view import print_summary
+    print_summary(result_from_json(d), Console(file=stream, soft_wrap=True))

@@ -8,12 +8,11 @@ from pathlib import Path
 import click
 
 from stream_app.core.flowtable import FlowConfig
-from stream_app.lazycli import LazyConsole, LazyGroup, Table
+from stream_app.lazycli import LazyConsole, LazyGroup
 
 # rich, the decoder and the other commands are imported when used, so `mirrorscope --help` and
 # `analyze` start without paying for what they do not run (issue #12; tests/test_cli_startup.py).
 err = LazyConsole(stderr=True, soft_wrap=True)
-Console = LazyConsole
 _DEFAULTS = FlowConfig()
 
 
@@ -46,14 +45,26 @@ def main(ctx: click.Context, log_format: str | None) -> None:
     logs.setup("info")  # commands with --log-level set it again
     # `collect --embedded` runs the stream core in the collector: handed over, not imported
     # by collectors/ (see stream_app/adapters/embedded_collect.py).
-    ctx.ensure_object(dict)["embedded_publisher"] = embedded_publisher
+    ctx.ensure_object(dict).update(embedded_publisher=embedded_publisher,
+                                   embedded_detect_config=embedded_detect_config,
+                                   embedded_finish=embedded_finish)
 
 
+# What `collect --embedded` is handed (loaded when used: `mirrorscope --help` and the other
+# commands do not import the core). Module-level, so spawn can pickle them.
 def embedded_publisher(*args, **kw):
-    """The collector's embedded-mode publisher (loaded when used: `mirrorscope --help` and
-    the other commands do not import the core). Module-level, so spawn can pickle it."""
     from stream_app.adapters.embedded_collect import EmbeddedPublisher
     return EmbeddedPublisher(*args, **kw)
+
+
+def embedded_detect_config(path):
+    from stream_app.livemode import detect_config
+    return detect_config(path)
+
+
+def embedded_finish(out_dir, totals: dict) -> None:
+    from stream_app.livemode import finish_summary
+    finish_summary(out_dir, totals)
 
 
 @main.command()
@@ -145,7 +156,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
         import orjson
         sys.stdout.write(orjson.dumps(res.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        _print_summary(res)
+        from stream_app.summary_view import print_summary
+        print_summary(res)
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -160,67 +172,6 @@ def _check_out_dir(out_dir: Path) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         err.print(f"[red]error:[/red] --out {out_dir}: {probe} is not writable", highlight=False)
         sys.exit(2)
-
-
-def _print_summary(res, out: Console | None = None) -> None:
-    out = out or Console()
-    t = Table(title="Packets", show_header=False, title_justify="left")
-    t.add_row("frames read", f"{res.frames:,}")
-    t.add_row("decoded", f"{res.decoded:,}")
-    t.add_row("dropped", f"{res.dropped:,}")
-    for reason, n in sorted(res.drops.items(), key=lambda kv: -kv[1]):
-        if n:
-            t.add_row(f"  {reason}", f"{n:,}")
-    out.print(t)
-
-    fs = res.flows
-    out.print(f"[bold]Flows[/bold]: {fs.flows:,} ({fs.packets:,} packets, {fs.bytes:,} IP bytes)")
-    t = Table()
-    t.add_column("protocol")
-    t.add_column("flows", justify="right")
-    for proto, n in fs.by_proto.most_common():
-        t.add_row(proto, f"{n:,}")
-    out.print(t)
-    if fs.vnis:
-        out.print("VNIs: " + ", ".join(f"{v} ({n:,} flows)" for v, n in fs.vnis.most_common(10)))
-
-    talkers = fs.top_talkers()
-    if talkers:
-        t = Table(title="Top talkers (bytes, both directions)", title_justify="left")
-        t.add_column("source")
-        t.add_column("destination")
-        t.add_column("bytes", justify="right")
-        for a, b, v in talkers:
-            t.add_row(a, b, f"{v:,}")
-        out.print(t)
-    hs = res.http
-    if hs.transactions:
-        out.print(f"[bold]HTTP[/bold]: {hs.transactions:,} transactions")
-        t = Table()
-        t.add_column("status")
-        t.add_column("count", justify="right")
-        for cls, n in sorted(hs.by_class.items()):
-            t.add_row(cls, f"{n:,}")
-        out.print(t)
-        if hs.hosts:
-            out.print("Top hosts: " + ", ".join(f"{h} ({n:,})" for h, n in hs.hosts.most_common(5)))
-    al = res.alerts
-    if al.alerts:
-        out.print(f"[bold red]Alerts[/bold red]: {al.alerts:,} ("
-                  + ", ".join(f"{t} {n:,}" for t, n in al.by_type.most_common()) + ")")
-        t = Table()
-        for col in ("type", "severity", "source", "summary"):
-            t.add_column(col)
-        for a in al.first:
-            t.add_row(a.type, a.severity, a.source or "-", a.summary)
-        out.print(t)
-        if al.alerts > len(al.first):
-            out.print(f"... and {al.alerts - len(al.first):,} more in alerts.jsonl")
-    else:
-        out.print("[bold]Alerts[/bold]: " + ("none" if res.detect else "detectors off (--no-detect)"))
-    for p in res.problems:
-        err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
-    out.print("wrote " + ", ".join(res.outputs.values()))
 
 
 # The other commands live beside what they run and are imported only when one of them is invoked:
