@@ -22,6 +22,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from collectors.cloudwatch import CloudWatchConfig
+
 ENV_PREFIX = "MIRRORSCOPE_"
 
 Transport = Literal["kafka", "kinesis", "null", "embedded"]
@@ -204,6 +206,8 @@ class CollectConfig(msgspec.Struct, forbid_unknown_fields=True):
     enrichment: EnrichmentConfig = msgspec.field(default_factory=EnrichmentConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    cloudwatch: CloudWatchConfig = msgspec.field(default_factory=CloudWatchConfig)
+    """The collector's metrics in CloudWatch (PutMetricData), for the alarms on EC2."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval_s: float = 1.0
     """How often workers report their counters to the parent (metrics, health)."""
@@ -370,6 +374,8 @@ def validate(cfg: CollectConfig) -> None:
         bad("batch.max_bytes", "must be below kafka.max_request_size")
     if cfg.transport == "embedded" and not cfg.embedded.out_dir:
         bad("embedded.out_dir", "is required in embedded mode (--out DIR)")
+    if cfg.cloudwatch.enabled and cfg.cloudwatch.interval_s < 1:
+        bad("cloudwatch.interval_s", "must be >= 1 second")
     if cfg.null_partitions < 1:
         bad("null_partitions", "must be >= 1")
     seen = set()
