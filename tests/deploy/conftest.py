@@ -87,3 +87,38 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("deploy checks: tools used")
         for line in dict.fromkeys(NOTES):
             terminalreporter.write_line(line)
+
+
+# --------------------------------------------------------------------------------------------
+# the collector artifact (terraform/scripts/build-collector-artifact.sh) and example var files
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def collector_artifact(tmp_path_factory) -> tuple[Path, str]:
+    """The wheelhouse the collectors module ships, built from this tree: (path, sha256)."""
+    import sys as _sys
+
+    from deploy_helpers import TERRAFORM
+    out = tmp_path_factory.mktemp("artifact") / "mirrorscope-collector.tar.gz"
+    proc = run(["bash", TERRAFORM / "scripts" / "build-collector-artifact.sh", out],
+               env={**os.environ, "PYTHON": _sys.executable}, timeout=900)
+    sha, path = proc.stdout.split()
+    assert Path(path) == out and len(sha) == 64
+    return out, sha
+
+
+def example_vars(artifact: Path, **over) -> dict:
+    """The example's terraform.tfvars.example values, with the artifact path and overrides."""
+    base = {
+        "region": "us-east-1", "vpc_id": "vpc-0123456789abcdef0",
+        "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
+        "vpc_cidr_blocks": ["10.0.0.0/16"], "mirror_source_cidr_blocks": ["10.0.0.0/16"],
+        "bucket_name": "example-mirrorscope-records",
+        "eks_oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
+        "eks_oidc_issuer_url": "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
+        "stream_type": "kinesis", "partition_count": 12,
+        "collector_artifact_path": str(artifact),
+        "mirror_sessions": {"web-1": {"network_interface_id": "eni-0123456789abcdef0"}},
+    }
+    base.update(over)
+    return base

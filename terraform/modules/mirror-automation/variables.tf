@@ -52,7 +52,7 @@ variable "opt_in_tag_key" {
   default     = "mirrorscope:mirror"
 
   validation {
-    condition     = var.opt_in_tag_key != null && length(trimspace(coalesce(var.opt_in_tag_key, ""))) > 0
+    condition     = try(length(trimspace(var.opt_in_tag_key)) > 0, false)
     error_message = "opt_in_tag_key is required (there is no \"mirror every instance\" mode: it would mirror the collectors into themselves)."
   }
 }
