@@ -7,14 +7,17 @@ workers are turned into deltas since the last successful call and sent as:
   PacketsReceived   Count         VXLAN datagrams read
   PacketsPublished  Count         records the stream acknowledged
   PacketsDropped    Count         everything lost: admission and decode drops, publish drops,
-                                  and the kernel's UDP receive-buffer drops; once without a
-                                  Reason dimension (what the alarm watches) and once per
-                                  reason with a non-zero delta (Reason=<reason>)
+                                  and the kernel's UDP receive-buffer drops (what the alarm
+                                  watches)
+  PacketsDroppedByReason  Count   the same per reason with a non-zero delta (Reason=<reason>);
+                                  a metric of its own, so no query of PacketsDropped can add
+                                  the per-reason series to the total
   KernelUdpDrops    Count         the network namespace's UDP RcvbufErrors
   PublishLatency    Milliseconds  mean time from submit to acknowledgement of the interval's
                                   batches (only when some were acknowledged)
 
-``dimensions`` (e.g. AutoScalingGroupName) are added to every datum. A failed call is logged
+``dimensions`` (e.g. AutoScalingGroupName) are added to every datum; the shipped alarms watch
+the metrics without dimensions, so give the alarms the same dimensions if you set any. A failed call is logged
 and its deltas are carried into the next one, so a CloudWatch outage delays datapoints but
 does not lose them (CloudWatch sums them into the period they are stamped with).
 
@@ -76,7 +79,7 @@ def datums(prev: dict, cur: dict, dimensions: dict[str, str], when: datetime) ->
            d("PacketsPublished", delta("published")),
            d("PacketsDropped", sum(by_reason.values())),
            d("KernelUdpDrops", by_reason["kernel_rcvbuf"])]
-    out += [d("PacketsDropped", n, extra=[{"Name": "Reason", "Value": r}])
+    out += [d("PacketsDroppedByReason", n, extra=[{"Name": "Reason", "Value": r}])
             for r, n in sorted(by_reason.items()) if n]
     count = delta("publish_latency_count")
     if count:

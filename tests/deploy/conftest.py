@@ -122,3 +122,57 @@ def example_vars(artifact: Path, **over) -> dict:
     }
     base.update(over)
     return base
+
+
+def tfcheck_script() -> Path:
+    from deploy_helpers import REPO
+    for cand in (os.environ.get("TFCHECK"), REPO.parent / "shared" / "tools" / "tf-schema-provider" / "tfcheck.sh"):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    pytest.fail("tfcheck.sh not found: expected ../shared/tools/tf-schema-provider/tfcheck.sh beside the "
+                "repository (or set TFCHECK)", pytrace=False)
+
+
+def tf_env() -> dict[str, str]:
+    from deploy_helpers import CACHE, require_tool
+    terraform = require_tool("terraform", extra_dirs=(Path("/usr/local/bin"),))
+    return {**os.environ, "PATH": f"{terraform.parent}{os.pathsep}{CACHE / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="session")
+def example_plan(collector_artifact, tmp_path_factory) -> dict:
+    """`terraform show -json` of the example's plan (kinesis), made with tfcheck's schema-only
+    provider: the values Terraform renders (alarms, the collectors' user data...), as applied."""
+    import json as _json
+    import re as _re
+
+    from deploy_helpers import TERRAFORM
+    tmp = tmp_path_factory.mktemp("plan")
+    varfile = tmp / "example.tfvars.json"
+    varfile.write_text(_json.dumps(example_vars(collector_artifact[0])))
+    env = {**tf_env(), "TFCHECK_KEEP": "1", "TMPDIR": str(tmp)}
+    proc = run(["bash", tfcheck_script(), "--plan", varfile, TERRAFORM / "examples" / "complete"],
+               env=env, timeout=900)
+    assert ": ok" in proc.stdout, proc.stdout
+    kept = Path(_re.search(r"keeping the copies in (\S+)", proc.stderr).group(1))
+    [work] = [p.parent for p in kept.glob("1/**/terraform.tfvars.example")]
+    cache = Path(os.environ.get("TFSP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "tf-schema-provider")
+    tf = {**env, "TF_CLI_CONFIG_FILE": str(cache / "tf.rc"), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+          "CHECKPOINT_DISABLE": "1", "AWS_ACCESS_KEY_ID": "tfcheck-fake", "AWS_SECRET_ACCESS_KEY": "tfcheck-fake",
+          "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    run(["terraform", "plan", "-refresh=false", "-lock=false", "-input=false", "-no-color",
+         f"-var-file={varfile}", "-out=plan.bin"], env=tf, cwd=work, timeout=300)
+    return _json.loads(run(["terraform", "show", "-json", "plan.bin"], env=tf, cwd=work, timeout=120).stdout)
+
+
+def planned(plan: dict, address: str) -> dict:
+    """The planned values of one resource, by its full address."""
+    def walk(module: dict):
+        yield from module.get("resources", [])
+        for child in module.get("child_modules", []):
+            yield from walk(child)
+    for r in walk(plan["planned_values"]["root_module"]):
+        if r["address"] == address:
+            return r["values"]
+    raise KeyError(address)

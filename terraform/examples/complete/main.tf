@@ -198,7 +198,6 @@ module "alarms" {
   stream_type                       = module.stream.stream_type
   kinesis_stream_name               = module.stream.kinesis_stream_name
   msk_cluster_name                  = module.stream.msk_cluster_name
-  records_bucket_name               = module.storage.bucket_name
 }
 
 module "iam" {

@@ -137,7 +137,7 @@ locals {
       properties = {
         title = "1. Collectors: drops by reason, publish latency", region = local.region, view = "timeSeries", period = 60
         metrics = [
-          [{ expression = "SEARCH('{${local.ns},Reason} MetricName=\"${var.dropped_packets_metric_name}\"', 'Sum', 60)", id = "drops", label = "" }],
+          [{ expression = "SEARCH('{${local.ns},Reason} MetricName=\"${var.dropped_packets_metric_name}ByReason\"', 'Sum', 60)", id = "drops", label = "" }],
           [local.ns, "PublishLatency", { stat = "Average", label = "publish latency (ms)", yAxis = "right" }],
         ]
         annotations = { horizontal = [{ label = "alarm threshold per ${var.period_seconds}s", value = var.dropped_packets_threshold }] }

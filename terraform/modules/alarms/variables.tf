@@ -126,9 +126,3 @@ variable "msk_cluster_name" {
   type        = string
   default     = null
 }
-
-variable "records_bucket_name" {
-  description = "Bucket the S3 sink writes Parquet records to (its request metrics are not enabled by default, so the dashboard shows the sink's own Flows/HttpTransactions counts)."
-  type        = string
-  default     = null
-}
