@@ -112,7 +112,8 @@ def example_vars(artifact: Path, **over) -> dict:
     base = {
         "region": "us-east-1", "vpc_id": "vpc-0123456789abcdef0",
         "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
-        "vpc_cidr_blocks": ["10.0.0.0/16"], "mirror_source_cidr_blocks": ["10.0.0.0/16"],
+        # 198.18.1.0/24: the mirror lab's VXLAN source, so the rendered user data admits it
+        "vpc_cidr_blocks": ["10.0.0.0/16"], "mirror_source_cidr_blocks": ["10.0.0.0/16", "198.18.1.0/24"],
         "bucket_name": "example-mirrorscope-records",
         "eks_oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
         "eks_oidc_issuer_url": "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
