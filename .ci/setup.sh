@@ -16,6 +16,8 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # start it: stream_app/services/redis.py runs its own); redis-tools has redis-cli for the
   # Redis Cluster test, openssl makes the TLS test's certificates
   redis-server redis-tools openssl)
+# tests/deploy's tfcheck.sh fetches the AWS provider schema with npm once (nodejs may bring it)
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
