@@ -16,6 +16,9 @@ workers are turned into deltas since the last successful call and sent as:
   PublishLatency    Milliseconds  mean time from submit to acknowledgement of the interval's
                                   batches (only when some were acknowledged)
 
+Delivery is at least once: a call that timed out after CloudWatch accepted it is sent again
+with the next deltas, so an outage can over-count (never under-count) what the alarms see.
+
 ``dimensions`` (e.g. AutoScalingGroupName) are added to every datum; the shipped alarms watch
 the metrics without dimensions, so give the alarms the same dimensions if you set any. A failed call is logged
 and its deltas are carried into the next one, so a CloudWatch outage delays datapoints but
@@ -103,8 +106,13 @@ class CloudWatchReporter:
     def client(self):
         if self._client is None:
             import boto3
-            self._client = boto3.client("cloudwatch", region_name=self.cfg.region,
-                                        endpoint_url=self.cfg.endpoint_url)
+            from botocore.config import Config
+            # Short timeouts: the final report runs during shutdown, which must not hang on an
+            # unreachable endpoint (the next interval retries anyway).
+            self._client = boto3.client(
+                "cloudwatch", region_name=self.cfg.region, endpoint_url=self.cfg.endpoint_url,
+                config=Config(connect_timeout=5, read_timeout=10,
+                              retries={"max_attempts": 3, "mode": "standard"}))
         return self._client
 
     def report(self) -> bool:
