@@ -74,7 +74,10 @@ def test_tfcheck_fails_on_a_wrong_attribute(tmp_path):
     broken = tmp_path / "mirror-target"
     shutil.copytree(TERRAFORM / "modules" / "mirror-target", broken)
     main = broken / "main.tf"
-    main.write_text(main.read_text().replace("enable_deletion_protection", "enable_delete_protection", 1))
+    text, n = re.subn(r"^(\s*)enable_deletion_protection(\s*=)", r"\1enable_delete_protection\2",
+                      main.read_text(), count=1, flags=re.M)
+    assert n == 1  # the argument itself, not a mention of it in a comment
+    main.write_text(text)
     proc = tfcheck(str(broken))
     assert proc.returncode == 1
     assert "FAILED at terraform validate" in proc.stdout
