@@ -21,6 +21,7 @@ from tests.services.moto_service import MotoServer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deploy_helpers import CHART, NAMESPACE, NOTES, require_module, require_tool, run  # noqa: E402
+from deploy_plan import example_vars, tf_env, tfcheck_script  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # helm
@@ -107,39 +108,6 @@ def collector_artifact(tmp_path_factory) -> tuple[Path, str]:
     return out, sha
 
 
-def example_vars(artifact: Path, **over) -> dict:
-    """The example's terraform.tfvars.example values, with the artifact path and overrides."""
-    base = {
-        "region": "us-east-1", "vpc_id": "vpc-0123456789abcdef0",
-        "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
-        # 198.18.1.0/24: the mirror lab's VXLAN source, so the rendered user data admits it
-        "vpc_cidr_blocks": ["10.0.0.0/16"], "mirror_source_cidr_blocks": ["10.0.0.0/16", "198.18.1.0/24"],
-        "bucket_name": "example-mirrorscope-records",
-        "eks_oidc_provider_arn": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
-        "eks_oidc_issuer_url": "https://oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE",
-        "stream_type": "kinesis", "partition_count": 12,
-        "collector_artifact_path": str(artifact),
-        "mirror_sessions": {"web-1": {"network_interface_id": "eni-0123456789abcdef0"}},
-    }
-    base.update(over)
-    return base
-
-
-def tfcheck_script() -> Path:
-    from deploy_helpers import REPO
-    for cand in (os.environ.get("TFCHECK"), REPO.parent / "shared" / "tools" / "tf-schema-provider" / "tfcheck.sh"):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-    pytest.fail("tfcheck.sh not found: expected ../shared/tools/tf-schema-provider/tfcheck.sh beside the "
-                "repository (or set TFCHECK)", pytrace=False)
-
-
-def tf_env() -> dict[str, str]:
-    from deploy_helpers import CACHE, require_tool
-    terraform = require_tool("terraform", extra_dirs=(Path("/usr/local/bin"),))
-    return {**os.environ, "PATH": f"{terraform.parent}{os.pathsep}{CACHE / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-
-
 @pytest.fixture(scope="session")
 def example_plan(collector_artifact, tmp_path_factory) -> dict:
     """`terraform show -json` of the example's plan (kinesis), made with tfcheck's schema-only
@@ -165,15 +133,3 @@ def example_plan(collector_artifact, tmp_path_factory) -> dict:
     run(["terraform", "plan", "-refresh=false", "-lock=false", "-input=false", "-no-color",
          f"-var-file={varfile}", "-out=plan.bin"], env=tf, cwd=work, timeout=300)
     return _json.loads(run(["terraform", "show", "-json", "plan.bin"], env=tf, cwd=work, timeout=120).stdout)
-
-
-def planned(plan: dict, address: str) -> dict:
-    """The planned values of one resource, by its full address."""
-    def walk(module: dict):
-        yield from module.get("resources", [])
-        for child in module.get("child_modules", []):
-            yield from walk(child)
-    for r in walk(plan["planned_values"]["root_module"]):
-        if r["address"] == address:
-            return r["values"]
-    raise KeyError(address)

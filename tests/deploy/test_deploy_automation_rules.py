@@ -13,7 +13,7 @@ import json
 import re
 
 import pytest
-from conftest import planned
+from deploy_plan import planned
 
 from deploy_helpers import REPO, require_module
 from test_deploy_lambda import finding, scheduled, state_change, tag_change

@@ -20,7 +20,7 @@ import socket
 import time
 from datetime import datetime, timedelta, timezone
 
-from conftest import planned
+from deploy_plan import planned
 
 from deploy_helpers import require_module
 from services.collector_proc import Collector, metric_value

@@ -10,32 +10,21 @@ on `terraform apply`'s first step.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import example_vars
+from deploy_plan import example_vars, tf_env, tfcheck_script
 
-from deploy_helpers import CACHE, NOTES, REPO, TERRAFORM, require_tool, run
+from deploy_helpers import NOTES, REPO, TERRAFORM, run
 
 MODULES = sorted(p for p in (TERRAFORM / "modules").iterdir() if p.is_dir())
 EXAMPLE = TERRAFORM / "examples" / "complete"
 
 
-def tfcheck_script() -> Path:
-    for cand in (os.environ.get("TFCHECK"), REPO.parent / "shared" / "tools" / "tf-schema-provider" / "tfcheck.sh"):
-        if cand and Path(cand).is_file():
-            return Path(cand)
-    pytest.fail("tfcheck.sh not found: expected ../shared/tools/tf-schema-provider/tfcheck.sh beside the "
-                "repository (or set TFCHECK)", pytrace=False)
-
-
 def tfcheck(*args, check: bool = False):
-    terraform = require_tool("terraform", extra_dirs=(Path("/usr/local/bin"),))
-    env = {**os.environ, "PATH": f"{terraform.parent}{os.pathsep}{CACHE / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    return run(["bash", tfcheck_script(), *args], env=env, timeout=900, check=check)
+    return run(["bash", tfcheck_script(), *args], env=tf_env(), timeout=900, check=check)
 
 
 def lines(out: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import planned
+from deploy_plan import planned
 
 from deploy_helpers import CACHE, REPO, find_tool
 from stream_app.services.moto import moto_server_exe
