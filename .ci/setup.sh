@@ -16,11 +16,11 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
   # start it: stream_app/services/redis.py runs its own); redis-tools has redis-cli for the
   # Redis Cluster test, openssl makes the TLS test's certificates
   redis-server redis-tools openssl)
-# tests/deploy's tfcheck.sh fetches the AWS provider schema with npm once (nodejs may bring it)
-command -v npm >/dev/null || APT_PACKAGES+=(npm)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
+# tests/deploy's tfcheck.sh fetches the AWS provider schema with npm once (nodejs may bring it)
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -333,6 +333,8 @@ def validate(cfg: CollectConfig) -> None:
     def bad(setting: str, why: str):
         raise ConfigError(f"{setting}: {why}")
 
+    if cfg.cloudwatch.enabled and cfg.cloudwatch.interval_s < 1:
+        bad("cloudwatch.interval_s", "must be >= 1 second")
     if not 0 <= cfg.listen.port <= 65535:
         bad("listen.port", "must be 0-65535")
     if cfg.processes < 0:
@@ -374,8 +376,6 @@ def validate(cfg: CollectConfig) -> None:
         bad("batch.max_bytes", "must be below kafka.max_request_size")
     if cfg.transport == "embedded" and not cfg.embedded.out_dir:
         bad("embedded.out_dir", "is required in embedded mode (--out DIR)")
-    if cfg.cloudwatch.enabled and cfg.cloudwatch.interval_s < 1:
-        bad("cloudwatch.interval_s", "must be >= 1 second")
     if cfg.null_partitions < 1:
         bad("null_partitions", "must be >= 1")
     seen = set()
