@@ -11,16 +11,16 @@
 #            neither terraform nor tofu is installed. It applies the same hclwrite formatting as
 #            `terraform fmt`.
 #   checkov  PyPI, in a venv of its own (.ci/cache/checkov-venv): it pins many packages.
+#   aws      the AWS CLI (PyPI awscli, in .ci/cache/awscli-venv) when none is on PATH: the
+#            collectors' user data runs it in tests/deploy/test_deploy_user_data_lab.py.
+#   terraform  when none is on PATH: `go install github.com/hashicorp/terraform@TERRAFORM_VERSION`
+#            (several minutes cold). tests/deploy runs ../shared/tools/tf-schema-provider/tfcheck.sh,
+#            which gives it the AWS provider's schema offline (it needs npm and go on its first run).
 #   Python test packages (moto[server], boto3, python-hcl2, kubernetes-validate, PyYAML, pytest):
 #            the project's `.[test]` extra has them; any that $DEPLOY_PYTHON (default .venv/bin/python)
 #            lacks are installed into it. A python3 outside a virtualenv is only reported on, never
 #            changed, unless DEPLOY_PYTHON names it.
 #
-# Not installed: terraform. Its releases and provider registry are not reachable from here, so
-# `terraform validate` cannot run anyway; tests/deploy does a parse-level check with python-hcl2
-# instead, and uses `terraform fmt` / `tofu fmt` when one is on PATH, else hclfmt. (Building
-# OpenTofu from the Go module proxy works but took 4.5 minutes on 2 cores, and it would still only
-# give `fmt` offline, which hclfmt gives in seconds.)
 #
 # Environment: DEPLOY_TOOLS_CACHE (default .ci/cache), DEPLOY_PYTHON, GOMODCACHE/GOCACHE as usual.
 set -euo pipefail
@@ -28,6 +28,8 @@ set -euo pipefail
 HELM_VERSION=v3.22.0
 HCL_VERSION=v2.25.0
 CHECKOV_VERSION=3.3.30
+AWSCLI_VERSION=1.45.11
+TERRAFORM_VERSION=v1.11.4
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${DEPLOY_TOOLS_CACHE:-$ROOT/.ci/cache}
@@ -60,6 +62,26 @@ else
     [ "$("$CHECKOV_VENV/bin/checkov" --version)" = "$CHECKOV_VERSION" ]
   ) > "$LOGS/checkov.log" 2>&1 &
   checkov_pid=$!
+fi
+
+# ---- the AWS CLI: only when there is none -----------------------------------------------------
+AWSCLI_VENV=$CACHE/awscli-venv
+if command -v aws >/dev/null || [ -x "$AWSCLI_VENV/bin/aws" ]; then
+  say "aws CLI: present ($(command -v aws || echo "$AWSCLI_VENV/bin/aws"))"
+else
+  say "aws CLI $AWSCLI_VERSION: installing into $AWSCLI_VENV"
+  { rm -rf "$AWSCLI_VENV" && python3 -m venv "$AWSCLI_VENV" \
+      && "$AWSCLI_VENV/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"; } \
+    > "$LOGS/awscli.log" 2>&1 || { show_log "$LOGS/awscli.log"; die "installing the AWS CLI failed"; }
+fi
+
+# ---- terraform: only when there is none (tfcheck.sh needs it) ---------------------------------
+if command -v terraform >/dev/null || [ -x "$BIN/terraform" ]; then
+  say "terraform: present ($(command -v terraform || echo "$BIN/terraform"))"
+else
+  say "terraform $TERRAFORM_VERSION: building from the Go module proxy (several minutes the first time)"
+  GOBIN=$BIN nice go install "github.com/hashicorp/terraform@$TERRAFORM_VERSION" > "$LOGS/terraform.log" 2>&1 \
+    || { show_log "$LOGS/terraform.log"; die "building terraform failed"; }
 fi
 
 # ---- helm --------------------------------------------------------------------------------------
@@ -133,13 +155,14 @@ if [ -n "$checkov_pid" ]; then
 fi
 
 # ---- where everything is -------------------------------------------------------------------------
-tf=$(command -v terraform || command -v tofu || true)
+tf=$(command -v terraform || command -v tofu || { [ -x "$BIN/terraform" ] && echo "$BIN/terraform"; } || true)
 say "done in $(( $(date +%s) - start ))s"
 cat <<EOF
   helm      $BIN/helm ($("$BIN/helm" version --template '{{.Version}}'))
   hclfmt    $BIN/hclfmt ($HCL_VERSION)
   checkov   $CHECKOV_VENV/bin/checkov ($(checkov_version))
   python    $PY (moto_server, boto3, python-hcl2, kubernetes-validate, PyYAML, pytest)
-  terraform ${tf:-not installed: tests/deploy checks formatting with hclfmt}
+  terraform ${tf:-not installed}
+  aws       $(command -v aws || echo "$AWSCLI_VENV/bin/aws")
 Run: $PY -m pytest tests/deploy -q
 EOF

@@ -38,6 +38,8 @@ APT_PACKAGES=(tshark tcpdump iproute2 ethtool nginx-light wrk apache2-utils curl
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
+# tests/deploy's tfcheck.sh fetches the AWS provider schema with npm once (nodejs may bring it)
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 missing=()
 [ "$MODE" = analyze ] && APT_PACKAGES=()  # analyze needs no Debian package
 for p in ${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}; do

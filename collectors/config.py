@@ -22,6 +22,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from collectors.cloudwatch import CloudWatchConfig
+
 ENV_PREFIX = "MIRRORSCOPE_"
 
 Transport = Literal["kafka", "kinesis", "null", "embedded"]
@@ -223,6 +225,8 @@ class CollectConfig(msgspec.Struct, forbid_unknown_fields=True):
     enrichment: EnrichmentConfig = msgspec.field(default_factory=EnrichmentConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    cloudwatch: CloudWatchConfig = msgspec.field(default_factory=CloudWatchConfig)
+    """The collector's metrics in CloudWatch (PutMetricData), for the alarms on EC2."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval_s: float = 1.0
     """How often workers report their counters to the parent (metrics, health)."""
@@ -352,6 +356,8 @@ def validate(cfg: CollectConfig) -> None:
     def bad(setting: str, why: str):
         raise ConfigError(f"{setting}: {why}")
 
+    if cfg.cloudwatch.enabled and cfg.cloudwatch.interval_s < 1:
+        bad("cloudwatch.interval_s", "must be >= 1 second")
     if not 0 <= cfg.listen.port <= 65535:
         bad("listen.port", "must be 0-65535")
     if cfg.processes < 0:

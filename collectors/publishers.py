@@ -254,20 +254,23 @@ class KafkaPublisher(Publisher):
         self._inflight_bytes += size
         self._inflight_records += n
         done = self._done
-        fut.add_callback(lambda _md, n=n, size=size: done.append((True, n, size, None)))
-        fut.add_errback(lambda exc, n=n, size=size: done.append((False, n, size, exc)))
+        t0 = time.monotonic()
+        fut.add_callback(lambda _md, n=n, size=size: done.append((True, n, size, None, t0)))
+        fut.add_errback(lambda exc, n=n, size=size: done.append((False, n, size, exc, t0)))
 
     def poll(self, now: float) -> None:
         done = self._done
         st = self.stats
         while done:
-            ok, n, size, exc = done.popleft()
+            ok, n, size, exc, t0 = done.popleft()
             self._inflight_bytes -= size
             self._inflight_records -= n
             if ok:
                 st.published += n
                 st.batches_published += 1
                 st.bytes_published += size
+                st.publish_latency_ms_sum += (now - t0) * 1000.0
+                st.publish_latency_count += 1
             else:
                 st.publish_errors += 1
                 self.drop("shutdown" if self._closing else "delivery_failed", n,
@@ -487,6 +490,8 @@ class KinesisPublisher(Publisher):
                 st.published += item.records
                 st.batches_published += item.user_records
                 st.bytes_published += len(item.data)
+                st.publish_latency_ms_sum += (now - item.created) * 1000.0
+                st.publish_latency_count += 1
             else:
                 self.drop(reason, item.records)
         new = self._new_map

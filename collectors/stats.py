@@ -23,7 +23,10 @@ PUBLISH_DROP_REASONS = ("buffer_full", "delivery_failed", "too_large", "shutdown
 
 COUNTERS = ("received", "decoded", "filtered_out", "published", "batches_submitted",
             "batches_published", "bytes_published", "publish_errors", "payload_full",
-            "payload_cut", "payload_headers_only", "enrichment_misses")
+            "payload_cut", "payload_headers_only", "enrichment_misses",
+            # acknowledged batches' time from submit to acknowledgement: sum (ms) and count, so
+            # any interval's mean is (delta sum) / (delta count) (collectors/cloudwatch.py)
+            "publish_latency_ms_sum", "publish_latency_count")
 
 
 class Stats:

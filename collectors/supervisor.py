@@ -279,6 +279,11 @@ class Supervisor:
         for s in self.slots:
             self._spawn(s)
         self.start_http()
+        reporter = None
+        if self.cfg.cloudwatch.enabled:
+            from collectors.cloudwatch import CloudWatchReporter
+            reporter = CloudWatchReporter(self.cfg.cloudwatch, self.totals)
+            reporter.start()
         log.info("collector started", extra={"processes": self.n,
                                              "transport": self.cfg.transport})
         deadline = None
@@ -300,6 +305,8 @@ class Supervisor:
         for srv in self._servers:
             srv.shutdown()
             srv.server_close()
+        if reporter is not None:
+            reporter.stop()
         totals = self.totals()
         problems = reconcile(totals)
         summary = {

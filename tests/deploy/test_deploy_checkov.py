@@ -21,6 +21,10 @@ from deploy_helpers import CACHE, CHART, NAMESPACE, NOTES, require_tool, run
 EXPECTED_SUPPRESSIONS = {
     "terraform": {
         ("CKV_AWS_91", "module.mirror_target.aws_lb.this"),  # NLB access logs exist only for TLS listeners
+        ("CKV_AWS_150", "module.mirror_target.aws_lb.this"),  # deletion protection: a variable, off in the example
+        ("CKV_AWS_144", "module.collectors.aws_s3_bucket.artifacts"),  # the artifact is rebuildable
+        ("CKV2_AWS_62", "module.collectors.aws_s3_bucket.artifacts"),  # fetched by key, no event consumers
+        ("CKV_AWS_18", "module.collectors.aws_s3_bucket.artifacts"),  # read only by the instance role
         ("CKV_AWS_117", "module.mirror_automation.aws_lambda_function.this"),  # VPC optional
         ("CKV_AWS_272", "module.mirror_automation.aws_lambda_function.this"),  # signing optional
         ("CKV_AWS_144", "module.storage.aws_s3_bucket.this"),  # replication of derived data

@@ -22,6 +22,7 @@ ClientError = require_module("botocore.exceptions").ClientError
 
 HANDLER_PATH = TERRAFORM / "modules" / "mirror-automation" / "lambda" / "handler.py"
 TAG_KEY = "mirrorscope:mirror"
+OPTED_IN = {TAG_KEY: "true"}
 
 
 def load_handler():
@@ -73,12 +74,15 @@ def world(aws, monkeypatch):
     mirror_filter = ec2.create_traffic_mirror_filter()["TrafficMirrorFilter"]["TrafficMirrorFilterId"]
     image = "ami-0123456789abcdef0"  # moto does not check it (and listing its AMIs takes 1.5 s)
 
-    def launch(tags: dict[str, str] | None = None) -> tuple[str, str]:
+    def launch(tags: dict[str, str] | None = OPTED_IN, instance_type: str = "m5.large",
+               groups: list[str] | None = None) -> tuple[str, str]:
         kwargs = {}
+        if groups:
+            kwargs["SecurityGroupIds"] = groups
         if tags:
             kwargs["TagSpecifications"] = [{"ResourceType": "instance",
                                             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.large",
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType=instance_type,
                                      SubnetId=subnet, **kwargs)["Instances"][0]
         primary = next(n["NetworkInterfaceId"] for n in instance["NetworkInterfaces"]
                        if n["Attachment"]["DeviceIndex"] == 0)
@@ -91,9 +95,20 @@ def world(aws, monkeypatch):
     monkeypatch.setenv("SESSION_NUMBER", "7")
     monkeypatch.setenv("VNI", "4242")
     monkeypatch.setenv("PACKET_LENGTH", "8500")
-    monkeypatch.setenv("TAG_KEY", "")
+    monkeypatch.setenv("TAG_KEY", TAG_KEY)
     monkeypatch.setenv("TAG_VALUE", "")
-    return SimpleNamespace(ec2=ec2, target=target, filter=mirror_filter, launch=launch)
+    # What the Terraform module sets by default (variables.tf exclude_tags), and the collectors'
+    # security group as examples/complete passes it.
+    monkeypatch.setenv("EXCLUDE_TAGS", json.dumps({"mirrorscope:role": "*", "eks:cluster-name": "*",
+                                                   "kubernetes.io/cluster/*": "*"}))
+    collectors_sg = ec2.create_security_group(GroupName="collectors", Description="collectors",
+                                              VpcId=vpc)["GroupId"]
+    monkeypatch.setenv("EXCLUDE_SECURITY_GROUP_IDS", collectors_sg)
+    monkeypatch.setenv("INCIDENT_SESSION_NUMBER", "3")
+    monkeypatch.setenv("INCIDENT_MINUTES", "30")
+    monkeypatch.setenv("INCIDENT_MIN_SEVERITY", "7")
+    return SimpleNamespace(ec2=ec2, target=target, filter=mirror_filter, launch=launch,
+                           collectors_sg=collectors_sg, subnet=subnet)
 
 
 def sessions(ec2, eni: str | None = None) -> list[dict]:
@@ -119,7 +134,7 @@ def test_launch_event_creates_a_session_for_the_primary_eni(world, capsys):
     assert session["SessionNumber"] == 7
     assert session["PacketLength"] == 8500
     tags = {t["Key"]: t["Value"] for t in session["Tags"]}
-    assert tags == {"ManagedBy": "mirrorscope", "mirrorscope:instance-id": instance}
+    assert tags == {"ManagedBy": "mirrorscope", "mirrorscope:instance-id": instance}  # no expiry: permanent
     assert result["traffic_mirror_session_id"] == session["TrafficMirrorSessionId"]
     [line] = log_lines(capsys)
     assert line["level"] == "INFO" and line["action"] == "created" and line["instance_id"] == instance
@@ -152,7 +167,7 @@ def test_without_vni_and_packet_length_aws_defaults_apply(world, monkeypatch):
 def test_opt_in_tag_required_when_configured(world, monkeypatch, capsys):
     monkeypatch.setenv("TAG_KEY", TAG_KEY)
     monkeypatch.setenv("TAG_VALUE", "true")
-    untagged, _ = world.launch()
+    untagged, _ = world.launch(tags=None)
     wrong_value, _ = world.launch({TAG_KEY: "false"})
     tagged, tagged_eni = world.launch({TAG_KEY: "true"})
 
@@ -166,8 +181,7 @@ def test_opt_in_tag_required_when_configured(world, monkeypatch, capsys):
 
 
 def test_adding_the_opt_in_tag_later_mirrors_the_instance(world, monkeypatch):
-    monkeypatch.setenv("TAG_KEY", TAG_KEY)
-    instance, primary = world.launch()
+    instance, primary = world.launch(tags=None)
     assert handler.handler(state_change(instance), CONTEXT)["action"] == "skipped"
 
     world.ec2.create_tags(Resources=[instance], Tags=[{"Key": TAG_KEY, "Value": "yes"}])  # any value
@@ -181,24 +195,172 @@ def test_adding_the_opt_in_tag_later_mirrors_the_instance(world, monkeypatch):
     state_change("i-0123456789abcdef0", state="stopped"),
     {**tag_change("i-0123456789abcdef0", {TAG_KEY: "true"}),
      "detail": {"service": "ec2", "resource-type": "volume", "changed-tag-keys": [TAG_KEY]}},
-    {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}},
+    {"detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2", "detail": {}},
 ], ids=["stopped", "volume-tag", "other"])
 def test_other_events_are_ignored_without_calling_ec2(event, monkeypatch):
     monkeypatch.delenv("TARGET_ID", raising=False)  # would raise if the handler went further
     assert handler.handler(event, CONTEXT)["action"] == "ignored"
 
 
-def test_errors_are_logged_as_json_and_raised(world, monkeypatch, capsys):
-    with pytest.raises(ClientError):
-        handler.handler(state_change("i-0000000000000dead"), CONTEXT)
+def test_permanent_errors_are_returned_not_retried(world, capsys):
+    """A missing instance cannot appear on a retry: logged, returned, never raised into the DLQ."""
+    result = handler.handler(state_change("i-0000000000000dead"), CONTEXT)
+    assert result["action"] == "failed" and result["permanent"] is True
+    assert result["reason"] == "InvalidInstanceID.NotFound"
     [line] = log_lines(capsys)
-    assert line["level"] == "ERROR" and line["error"] == "ClientError"
+    assert line["level"] == "ERROR" and line["event"] == "mirror-session-permanent-error"
     assert "i-0000000000000dead" in json.dumps(line)
 
+
+def test_non_nitro_instance_is_a_permanent_error(world, capsys):
+    instance, _ = world.launch(instance_type="t2.micro")  # Xen: cannot be a mirror source
+    result = handler.handler(state_change(instance), CONTEXT)
+    assert (result["action"], result["reason"], result["permanent"]) == ("failed", "not-nitro", True)
+    assert sessions(world.ec2) == []
+
+
+def test_session_number_clash_is_a_permanent_error(world):
+    instance, primary = world.launch()
+    other_target = world.ec2.create_traffic_mirror_target(
+        NetworkInterfaceId=world.ec2.create_network_interface(SubnetId=world.subnet)
+        ["NetworkInterface"]["NetworkInterfaceId"])["TrafficMirrorTarget"]["TrafficMirrorTargetId"]
+    world.ec2.create_traffic_mirror_session(  # someone else's session took number 7 on this ENI
+        NetworkInterfaceId=primary, TrafficMirrorTargetId=other_target,
+        TrafficMirrorFilterId=world.filter, SessionNumber=7)
+    result = handler.handler(state_change(instance), CONTEXT)
+    assert (result["action"], result["reason"]) == ("failed", "session-number-in-use")
+    assert len(sessions(world.ec2, primary)) == 1
+
+
+def test_transient_errors_are_raised_for_a_retry(world, monkeypatch, capsys):
+    instance, _ = world.launch()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: a network error
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(Exception) as info:
+        handler.handler(state_change(instance), CONTEXT)
+    assert not isinstance(info.value, handler.Permanent)
+    [line] = log_lines(capsys)
+    assert line["level"] == "ERROR" and line["event"] == "mirror-session-error"
+
+
+def test_configuration_errors_are_raised(world, monkeypatch, capsys):
     monkeypatch.delenv("FILTER_ID")
     instance, _ = world.launch()
     with pytest.raises(ValueError, match="FILTER_ID"):
         handler.handler(state_change(instance), CONTEXT)
-    [line] = log_lines(capsys)
-    assert line["level"] == "ERROR" and line["error"] == "ValueError"
+    monkeypatch.setenv("FILTER_ID", world.filter)
+    monkeypatch.setenv("TAG_KEY", "")
+    with pytest.raises(ValueError, match="TAG_KEY"):  # no "mirror every instance" mode
+        handler.handler(state_change(instance), CONTEXT)
     assert sessions(world.ec2) == []
+
+
+# --------------------------------------------------------------------------------------------
+# loop guard
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tags", [
+    {"mirrorscope:role": "collector"},  # what the collectors module tags its instances with
+    {"eks:cluster-name": "prod"},  # managed node groups
+    {"kubernetes.io/cluster/prod": "owned"},  # self-managed nodes, Karpenter (a key prefix)
+], ids=["collector", "eks-node", "k8s-cluster-prefix"])
+def test_loop_guard_never_mirrors_the_pipeline_by_tag(world, tags, capsys):
+    instance, primary = world.launch({**OPTED_IN, **tags})  # even when opted in by mistake
+    result = handler.handler(state_change(instance), CONTEXT)
+    assert (result["action"], result["reason"]) == ("skipped", "loop-guard")
+    assert result["guard"] == f"excluded-tag:{next(iter(tags))}"
+    # nor through the incident path
+    assert handler.handler(finding(instance), CONTEXT)["reason"] == "loop-guard"
+    assert sessions(world.ec2) == []
+
+
+def test_loop_guard_never_mirrors_an_eni_of_an_excluded_security_group(world):
+    instance, primary = world.launch(groups=[world.collectors_sg])
+    result = handler.handler(state_change(instance), CONTEXT)
+    assert result["guard"] == f"excluded-security-group:{world.collectors_sg}"
+    assert sessions(world.ec2) == []
+
+
+def test_loop_guard_never_mirrors_aws_managed_enis():
+    instance = {"InstanceId": "i-1", "Tags": [], "NetworkInterfaces": [
+        {"NetworkInterfaceId": "eni-nlb", "InterfaceType": "network_load_balancer",
+         "Attachment": {"DeviceIndex": 0}, "Groups": []}]}
+    cfg = handler.Config.from_env({"TARGET_ID": "tmt-1", "FILTER_ID": "tmf-1", "TAG_KEY": TAG_KEY,
+                                   "EXCLUDE_ENI_IDS": "eni-listed"})
+    assert handler.guard(None, instance, instance["NetworkInterfaces"][0], cfg) == "aws-managed-eni"
+    listed = {"NetworkInterfaceId": "eni-listed", "InterfaceType": "interface", "Groups": []}
+    assert handler.guard(None, instance, listed, cfg) == "excluded-eni"
+
+
+# --------------------------------------------------------------------------------------------
+# incident response: GuardDuty finding -> time-boxed session -> expiry
+# --------------------------------------------------------------------------------------------
+
+def finding(instance_id: str, severity: float = 8.0) -> dict:
+    # The shape EventBridge delivers for aws.guardduty "GuardDuty Finding" (trimmed).
+    return {
+        "version": "0", "id": "c8c4daa7-a20c-2f03-0070-b7393dd542ad", "detail-type": "GuardDuty Finding",
+        "source": "aws.guardduty", "account": "123456789012", "time": "2026-11-27T05:00:00Z",
+        "region": "us-east-1", "resources": [],
+        "detail": {"schemaVersion": "2.0", "accountId": "123456789012", "region": "us-east-1",
+                   "id": "16afba5c5c43e07c9e3e5e2e544e95df", "type": "Backdoor:EC2/C&CActivity.B!DNS",
+                   "severity": severity,
+                   "resource": {"resourceType": "Instance",
+                                "instanceDetails": {"instanceId": instance_id, "instanceType": "m5.large"}}},
+    }
+
+
+def scheduled() -> dict:
+    return {"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-11-27T05:05:00Z",
+            "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/x-expire"],
+            "detail": {}}
+
+
+def test_guardduty_finding_mirrors_for_a_while_then_expiry_removes_it(world, capsys):
+    suspect, suspect_eni = world.launch(tags=None)  # not opted in: incidents do not need it
+    opted, opted_eni = world.launch()
+    now = 1_790_000_000.0
+    assert handler.handler(state_change(opted), CONTEXT, now=now)["action"] == "created"
+
+    result = handler.handler(finding(suspect), CONTEXT, now=now)
+
+    assert result["action"] == "created" and result["finding_id"] == "16afba5c5c43e07c9e3e5e2e544e95df"
+    [session] = sessions(world.ec2, suspect_eni)
+    tags = {t["Key"]: t["Value"] for t in session["Tags"]}
+    assert tags["mirrorscope:expires-at"] == str(int(now) + 30 * 60)
+    assert tags["mirrorscope:reason"] == "guardduty" and tags["ManagedBy"] == "mirrorscope"
+    assert session["SessionNumber"] == 3 and session["TrafficMirrorTargetId"] == world.target
+
+    # a repeated finding inside the window is idempotent
+    assert handler.handler(finding(suspect), CONTEXT, now=now + 60)["action"] == "exists"
+    # the scheduled rule before the time is up keeps it
+    early = handler.handler(scheduled(), CONTEXT, now=now + 29 * 60)
+    assert early == {"action": "expired", "deleted": [], "active": 1}
+    assert len(sessions(world.ec2, suspect_eni)) == 1
+    # and after it removes it, and only it (the opted-in session has no expiry)
+    late = handler.handler(scheduled(), CONTEXT, now=now + 30 * 60 + 1)
+    assert late == {"action": "expired", "deleted": [session["TrafficMirrorSessionId"]], "active": 0}
+    assert sessions(world.ec2, suspect_eni) == []
+    assert [s["NetworkInterfaceId"] for s in sessions(world.ec2)] == [opted_eni]
+    logged = [line for line in log_lines(capsys) if line.get("action") == "expired"]
+    assert logged[-1]["deleted"] == [session["TrafficMirrorSessionId"]]
+
+
+def test_low_severity_findings_and_other_resources_are_ignored(world):
+    instance, _ = world.launch(tags=None)
+    assert handler.handler(finding(instance, severity=5.0), CONTEXT)["reason"] == "below-min-severity"
+    s3_finding = finding(instance)
+    s3_finding["detail"]["resource"] = {"resourceType": "S3Bucket"}
+    assert handler.handler(s3_finding, CONTEXT)["action"] == "ignored"
+    assert sessions(world.ec2) == []
+
+
+def test_expiry_leaves_sessions_it_did_not_make(world):
+    instance, primary = world.launch()
+    world.ec2.create_traffic_mirror_session(  # someone's own session to our target, with an old expiry tag
+        NetworkInterfaceId=primary, TrafficMirrorTargetId=world.target, TrafficMirrorFilterId=world.filter,
+        SessionNumber=9, TagSpecifications=[{"ResourceType": "traffic-mirror-session",
+                                             "Tags": [{"Key": "mirrorscope:expires-at", "Value": "1"}]}])
+    assert handler.handler(scheduled(), CONTEXT)["deleted"] == []
+    assert len(sessions(world.ec2, primary)) == 1

@@ -1,8 +1,8 @@
-"""Terraform: formatting, and a parse-level check in place of `terraform validate`.
+"""Terraform: formatting, and parse-level checks of the module boundaries.
 
-`terraform validate` needs the providers (hashicorp/aws, hashicorp/archive), and their registry is
-not reachable from here, so it cannot run. Instead python-hcl2 parses every file and these tests
-check what validate would catch at the module boundaries: every var.X, local.X, resource, data
+`terraform validate` and `plan` against the AWS provider's schema run in test_deploy_tfcheck.py
+(../shared/tools/tf-schema-provider). Here python-hcl2 parses every file and these tests check
+what goes beyond validate at the module boundaries: every var.X, local.X, resource, data
 source and module output referenced is declared; every module input in examples/complete is a
 variable of that module and every required variable is given; every variable is typed and
 described; versions.tf pins the providers a module uses.
@@ -90,8 +90,8 @@ def test_hclfmt_agrees():
 # --------------------------------------------------------------------------------------------
 
 def test_parse_level_check_is_reported():
-    NOTES.append("terraform validate: not run (providers cannot be downloaded offline); "
-                 f"parse-level check by python-hcl2 {getattr(hcl2, '__version__', '?')} over {len(ROOTS)} modules")
+    NOTES.append(f"parse-level check by python-hcl2 {getattr(hcl2, '__version__', '?')} over {len(ROOTS)} modules "
+                 "(terraform validate/plan: test_deploy_tfcheck.py)")
 
 
 @pytest.mark.parametrize("root", ROOTS, ids=lambda p: p.name)
@@ -177,7 +177,7 @@ def test_user_data_template_gets_every_variable():
     assert call, "templatefile(...) call not found"
     passed = set(re.findall(r"^\s*(\w+)\s*=", call.group(1), re.M))
     assert used == passed
-    assert "mirrorscope collect --config /etc/mirrorscope/config.yaml" in template
+    assert "mirrorscope collect --config $ROOT/etc/mirrorscope/config.yaml" in template
 
 
 def test_filter_rule_format_is_one_type_everywhere():

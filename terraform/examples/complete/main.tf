@@ -13,6 +13,18 @@ data "aws_partition" "current" {}
 # One customer-managed key for the stream, the bucket, the logs and the alarm topic
 # ---------------------------------------------------------------------------------------------
 
+locals {
+  autoscaling_service_role_arn = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+}
+
+# The key policy names Auto Scaling's service-linked role, which must exist first (AWS creates
+# it with an account's first autoscaling group; a fresh account has none).
+resource "aws_iam_service_linked_role" "autoscaling" {
+  count = var.create_autoscaling_service_linked_role ? 1 : 0
+
+  aws_service_name = "autoscaling.amazonaws.com"
+}
+
 data "aws_iam_policy_document" "kms" {
   #checkov:skip=CKV_AWS_109:A KMS key policy's Resource "*" means this key; the account root statement is the standard delegation to IAM policies.
   #checkov:skip=CKV_AWS_111:As above: the key policy applies to this key only, and the account root must be able to administer it.
@@ -45,6 +57,37 @@ data "aws_iam_policy_document" "kms" {
     }
   }
 
+  # The collectors' root volumes are encrypted with this key, and Auto Scaling launches them
+  # through its service-linked role: without these grants every launch fails
+  # (Client.InternalError). AWS's "Required KMS key policy for use with encrypted volumes".
+  statement {
+    sid       = "AutoScalingUsesTheKeyForVolumes"
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [local.autoscaling_service_role_arn]
+    }
+  }
+
+  statement {
+    sid       = "AutoScalingGrantsForVolumes"
+    actions   = ["kms:CreateGrant"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [local.autoscaling_service_role_arn]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+
   statement {
     sid       = "CloudWatchAlarmsPublishToEncryptedTopic"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
@@ -62,6 +105,8 @@ resource "aws_kms_key" "this" {
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.kms.json
+
+  depends_on = [aws_iam_service_linked_role.autoscaling]
 }
 
 resource "aws_kms_alias" "this" {
@@ -76,9 +121,10 @@ resource "aws_kms_alias" "this" {
 module "mirror_target" {
   source = "../../modules/mirror-target"
 
-  name       = var.name
-  vpc_id     = var.vpc_id
-  subnet_ids = var.private_subnet_ids
+  name                       = var.name
+  vpc_id                     = var.vpc_id
+  subnet_ids                 = var.private_subnet_ids
+  enable_deletion_protection = var.nlb_deletion_protection
 }
 
 module "mirror_filter" {
@@ -109,6 +155,11 @@ module "mirror_automation" {
   opt_in_tag_key           = var.opt_in_tag_key
   opt_in_tag_value         = var.opt_in_tag_value
   kms_key_arn              = aws_kms_key.this.arn
+  # Loop guard by ENI: the collectors' and the EKS nodes' security groups (and, by default,
+  # their tags and every AWS-managed ENI such as the NLB's) are never mirrored.
+  exclude_security_group_ids = concat([module.collectors.security_group_id], var.eks_node_security_group_ids)
+  incident_response_enabled  = var.incident_response_enabled
+  incident_mirror_minutes    = var.incident_mirror_minutes
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +194,10 @@ module "alarms" {
   create_unhealthy_collectors_alarm = true
   nlb_arn_suffix                    = module.mirror_target.nlb_arn_suffix
   target_group_arn_suffix           = module.mirror_target.target_group_arn_suffix
+  autoscaling_group_name            = module.collectors.autoscaling_group_name
+  stream_type                       = module.stream.stream_type
+  kinesis_stream_name               = module.stream.kinesis_stream_name
+  msk_cluster_name                  = module.stream.msk_cluster_name
 }
 
 module "iam" {
@@ -170,8 +225,9 @@ module "collectors" {
   subnet_ids                = var.private_subnet_ids
   target_group_arns         = [module.mirror_target.target_group_arn]
   iam_instance_profile_name = module.iam.collector_instance_profile_name
+  iam_role_name             = module.iam.collector_role_name
   ami_id                    = var.collector_ami_id
-  package_spec              = var.collector_package_spec
+  artifact_path             = var.collector_artifact_path
   mirror_source_cidr_blocks = var.mirror_source_cidr_blocks
   health_check_cidr_blocks  = var.vpc_cidr_blocks
   stream_type               = module.stream.stream_type

@@ -53,10 +53,39 @@ variable "collector_ami_id" {
   default     = null
 }
 
-variable "collector_package_spec" {
-  description = "pip requirement the collectors install (\"mirrorscope==0.1.0\", or a wheel URL)."
+variable "collector_artifact_path" {
+  description = "The collector artifact: `terraform/scripts/build-collector-artifact.sh` writes it (a wheelhouse .tar.gz); the stack uploads it and the collectors install exactly it."
   type        = string
-  default     = "mirrorscope==0.1.0"
+}
+
+variable "create_autoscaling_service_linked_role" {
+  description = "Create Auto Scaling's service-linked role (AWSServiceRoleForAutoScaling), which the KMS key policy names. Set true in an account that has never had an autoscaling group; false where it exists (creating it again fails)."
+  type        = bool
+  default     = false
+}
+
+variable "nlb_deletion_protection" {
+  description = "Protect the mirror-target NLB from deletion. Off in this example so that `terraform destroy` works; turn it on for production."
+  type        = bool
+  default     = false
+}
+
+variable "eks_node_security_group_ids" {
+  description = "Security groups of the EKS nodes (and the cluster's): the mirror automation never mirrors ENIs in them."
+  type        = list(string)
+  default     = []
+}
+
+variable "incident_response_enabled" {
+  description = "Mirror an instance named in a GuardDuty finding (severity 7+) for incident_mirror_minutes."
+  type        = bool
+  default     = true
+}
+
+variable "incident_mirror_minutes" {
+  description = "How long an incident mirror session lives, in minutes."
+  type        = number
+  default     = 60
 }
 
 variable "filter_rules" {
@@ -111,7 +140,7 @@ variable "packet_length" {
 }
 
 variable "opt_in_tag_key" {
-  description = "Instances with this tag are mirrored automatically when they start or get the tag; null mirrors every instance."
+  description = "Instances with this tag are mirrored automatically when they start or get the tag (required: collectors and EKS nodes must never be mirrored)."
   type        = string
   default     = "mirrorscope:mirror"
 }

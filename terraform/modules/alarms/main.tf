@@ -87,3 +87,100 @@ resource "aws_cloudwatch_metric_alarm" "unhealthy_collectors" {
     }
   }
 }
+
+# ---------------------------------------------------------------------------------------------
+# Dashboard: the pipeline end to end, left to right as the data flows
+#   collectors (their own PutMetricData + EC2/ASG) -> stream (Kinesis or MSK) -> workers and
+#   sinks (the CloudWatch sink's Flows/HttpTransactions/Alerts) -> alarms
+# ---------------------------------------------------------------------------------------------
+
+locals {
+  ns     = var.metric_namespace
+  region = data.aws_region.current.region
+  stream_metrics = var.stream_type == "kinesis" ? [
+    ["AWS/Kinesis", "IncomingRecords", "StreamName", coalesce(var.kinesis_stream_name, "unset"), { stat = "Sum", label = "records in" }],
+    ["AWS/Kinesis", "GetRecords.Records", "StreamName", coalesce(var.kinesis_stream_name, "unset"), { stat = "Sum", label = "records read by workers" }],
+    ["AWS/Kinesis", "WriteProvisionedThroughputExceeded", "StreamName", coalesce(var.kinesis_stream_name, "unset"), { stat = "Sum", label = "write throttles" }],
+    ] : [
+    ["AWS/Kafka", "BytesInPerSec", "Cluster Name", coalesce(var.msk_cluster_name, "unset"), { stat = "Sum", label = "bytes in/s" }],
+    ["AWS/Kafka", "BytesOutPerSec", "Cluster Name", coalesce(var.msk_cluster_name, "unset"), { stat = "Sum", label = "bytes out/s" }],
+  ]
+  stream_lag = var.stream_type == "kinesis" ? [
+    ["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "StreamName", coalesce(var.kinesis_stream_name, "unset"), { stat = "Maximum", label = "worker lag (iterator age, ms)" }],
+    ] : [
+    ["AWS/Kafka", "MaxOffsetLag", "Cluster Name", coalesce(var.msk_cluster_name, "unset"), { stat = "Maximum", label = "worker lag (max offset lag)" }],
+  ]
+  asg_metrics = var.autoscaling_group_name == null ? [] : [
+    ["AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName", var.autoscaling_group_name, { stat = "Average", label = "collectors in service" }],
+  ]
+
+  widget = {
+    width  = 8
+    height = 6
+  }
+  widgets = [
+    { type = "text", x = 0, y = 0, width = 24, height = 1, properties = { markdown = "## MirrorScope: collectors → stream → workers → sinks (alarms: ${aws_cloudwatch_metric_alarm.dropped_packets.alarm_name})" } },
+    {
+      type = "metric", x = 0, y = 1, width = local.widget.width, height = local.widget.height
+      properties = {
+        title = "1. Collectors: packets", region = local.region, view = "timeSeries", stat = "Sum", period = 60
+        metrics = concat([
+          [local.ns, "PacketsReceived", { label = "received" }],
+          [local.ns, "PacketsPublished", { label = "published" }],
+          [local.ns, var.dropped_packets_metric_name, { label = "dropped (all reasons)" }],
+          [local.ns, "KernelUdpDrops", { label = "kernel UDP drops" }],
+        ], local.asg_metrics)
+      }
+    },
+    {
+      type = "metric", x = 8, y = 1, width = local.widget.width, height = local.widget.height
+      properties = {
+        title = "1. Collectors: drops by reason, publish latency", region = local.region, view = "timeSeries", period = 60
+        metrics = [
+          [{ expression = "SEARCH('{${local.ns},Reason} MetricName=\"${var.dropped_packets_metric_name}ByReason\"', 'Sum', 60)", id = "drops", label = "" }],
+          [local.ns, "PublishLatency", { stat = "Average", label = "publish latency (ms)", yAxis = "right" }],
+        ]
+        annotations = { horizontal = [{ label = "alarm threshold per ${var.period_seconds}s", value = var.dropped_packets_threshold }] }
+      }
+    },
+    {
+      type = "metric", x = 16, y = 1, width = local.widget.width, height = local.widget.height
+      properties = {
+        title   = "2. Stream", region = local.region, view = "timeSeries", period = 60
+        metrics = local.stream_metrics
+      }
+    },
+    {
+      type = "metric", x = 0, y = 7, width = local.widget.width, height = local.widget.height
+      properties = {
+        title   = "3. Workers: lag behind the stream", region = local.region, view = "timeSeries", period = 60
+        metrics = local.stream_lag
+      }
+    },
+    {
+      type = "metric", x = 8, y = 7, width = local.widget.width, height = local.widget.height
+      properties = {
+        title = "4. Sinks: records out", region = local.region, view = "timeSeries", stat = "Sum", period = 60
+        metrics = [
+          [local.ns, "Flows", { label = "flow records" }],
+          [local.ns, "HttpTransactions", { label = "HTTP transactions" }],
+          [local.ns, "Packets", { label = "packets in flows" }],
+        ]
+      }
+    },
+    {
+      type = "metric", x = 16, y = 7, width = local.widget.width, height = local.widget.height
+      properties = {
+        title   = "5. Alerts", region = local.region, view = "timeSeries", stat = "Sum", period = 60
+        metrics = [for s in var.alert_severities : [local.ns, var.alert_metric_name, "Severity", s, { label = s }]]
+      }
+    },
+  ]
+}
+
+data "aws_region" "current" {}
+
+resource "aws_cloudwatch_dashboard" "this" {
+  dashboard_name = "${var.name}-pipeline"
+  dashboard_body = jsonencode({ widgets = local.widgets })
+}

@@ -21,3 +21,8 @@ output "alarm_arns" {
     { for a in aws_cloudwatch_metric_alarm.unhealthy_collectors : a.alarm_name => a.arn },
   )
 }
+
+output "dashboard_name" {
+  description = "CloudWatch dashboard of the pipeline (collectors -> stream -> workers -> sinks)."
+  value       = aws_cloudwatch_dashboard.this.dashboard_name
+}

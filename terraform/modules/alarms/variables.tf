@@ -97,3 +97,32 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "autoscaling_group_name" {
+  description = "Collectors' autoscaling group (its instance count and network packets on the dashboard); null leaves them off."
+  type        = string
+  default     = null
+}
+
+variable "stream_type" {
+  description = "\"kinesis\" or \"msk\": which stream metrics the dashboard shows."
+  type        = string
+  default     = "kinesis"
+
+  validation {
+    condition     = contains(["kinesis", "msk"], var.stream_type)
+    error_message = "stream_type must be \"kinesis\" or \"msk\"."
+  }
+}
+
+variable "kinesis_stream_name" {
+  description = "Kinesis stream of the packets (stream_type \"kinesis\")."
+  type        = string
+  default     = null
+}
+
+variable "msk_cluster_name" {
+  description = "MSK cluster of the packets (stream_type \"msk\")."
+  type        = string
+  default     = null
+}

@@ -81,10 +81,37 @@ variable "egress_cidr_blocks" {
   default     = ["0.0.0.0/0"]
 }
 
-variable "package_spec" {
-  description = "What the user data passes to `pip install`: a version from a package index (\"mirrorscope==0.1.0\"), a wheel URL, or a path the instance can read."
+variable "artifact_path" {
+  description = "Local path of the collector artifact (a .tar.gz wheelhouse made by terraform/scripts/build-collector-artifact.sh). It is uploaded to this module's bucket under its SHA-256, and the instances install exactly that, with no package index."
   type        = string
-  default     = "mirrorscope==0.1.0"
+
+  validation {
+    condition     = endswith(var.artifact_path, ".tar.gz")
+    error_message = "artifact_path must name the .tar.gz wheelhouse built by terraform/scripts/build-collector-artifact.sh."
+  }
+}
+
+variable "iam_role_name" {
+  description = "Name of the collectors' IAM role (the iam module's collector_role_name): this module adds reading the artifact and reporting a failed bootstrap to it."
+  type        = string
+}
+
+variable "bootstrap_health_timeout_seconds" {
+  description = "How long the user data waits for the collector's /healthz before it marks the instance Unhealthy (keep it below the group's health_check_grace_period of 300 s)."
+  type        = number
+  default     = 180
+}
+
+variable "metric_namespace" {
+  description = "CloudWatch namespace the collectors publish their metrics to (the alarms module's metric_namespace)."
+  type        = string
+  default     = "MirrorScope"
+}
+
+variable "metric_interval_seconds" {
+  description = "Seconds between the collectors' PutMetricData calls (60 matches the alarms' one-minute resolution)."
+  type        = number
+  default     = 60
 }
 
 variable "stream_type" {

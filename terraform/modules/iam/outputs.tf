@@ -12,3 +12,8 @@ output "stream_app_role_arn" {
   description = "ARN of the stream app's IRSA role: the Helm value serviceAccount.roleArn (null when not created)."
   value       = var.create_stream_app_role ? aws_iam_role.stream_app[0].arn : null
 }
+
+output "collector_role_name" {
+  description = "Name of the collectors' instance role (the collectors module adds its bootstrap policy to it)."
+  value       = aws_iam_role.collector.name
+}

@@ -4,7 +4,7 @@ data "aws_caller_identity" "current" {}
 
 locals {
   arn_prefix  = "arn:${data.aws_partition.current.partition}:ec2:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}"
-  tag_trigger = var.trigger_on_tag_change && var.opt_in_tag_key != null
+  tag_trigger = var.trigger_on_tag_change
   in_vpc      = length(var.vpc_subnet_ids) > 0
   log_group   = "/aws/lambda/${var.name}"
   lambda_env = {
@@ -13,8 +13,15 @@ locals {
     SESSION_NUMBER = tostring(var.session_number)
     VNI            = (var.virtual_network_id == null ? "" : tostring(var.virtual_network_id))
     PACKET_LENGTH  = (var.packet_length == null ? "" : tostring(var.packet_length))
-    TAG_KEY        = (var.opt_in_tag_key == null ? "" : var.opt_in_tag_key)
+    TAG_KEY        = var.opt_in_tag_key
     TAG_VALUE      = (var.opt_in_tag_value == null ? "" : var.opt_in_tag_value)
+    # The loop guard: the pipeline's own parts are never mirrored (see lambda/handler.py).
+    EXCLUDE_TAGS               = jsonencode(var.exclude_tags)
+    EXCLUDE_SECURITY_GROUP_IDS = join(",", var.exclude_security_group_ids)
+    EXCLUDE_ENI_IDS            = join(",", var.exclude_network_interface_ids)
+    INCIDENT_SESSION_NUMBER    = tostring(var.incident_session_number)
+    INCIDENT_MINUTES           = tostring(var.incident_mirror_minutes)
+    INCIDENT_MIN_SEVERITY      = tostring(var.incident_min_severity)
   }
 }
 
@@ -48,7 +55,7 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_117:The function only calls the EC2 API; running it in a VPC is optional (var.vpc_subnet_ids) because it then needs an EC2 endpoint or a NAT.
   #checkov:skip=CKV_AWS_272:The zip is built at plan time from lambda/handler.py in this repository; signing is enforced when var.code_signing_config_arn names the operator's AWS Signer configuration.
   function_name                  = var.name
-  description                    = "Creates a MirrorScope traffic mirror session for a new or opted-in instance's primary ENI"
+  description                    = "MirrorScope: mirror sessions for opted-in instances and, time-boxed, for GuardDuty findings"
   role                           = aws_iam_role.this.arn
   runtime                        = "python3.11"
   handler                        = "handler.handler"
@@ -88,6 +95,21 @@ resource "aws_lambda_function" "this" {
   tags = var.tags
 
   depends_on = [aws_iam_role_policy.this, aws_cloudwatch_log_group.this]
+
+  lifecycle {
+    precondition {
+      condition     = var.incident_session_number != var.session_number
+      error_message = "incident_session_number must differ from session_number: an ENI cannot hold two sessions with one number."
+    }
+  }
+}
+
+# Asynchronous invocations (EventBridge): a failure the handler raises is transient (permanent
+# ones are returned, see lambda/handler.py), so it is worth two more tries before the DLQ.
+resource "aws_lambda_function_event_invoke_config" "this" {
+  function_name                = aws_lambda_function.this.function_name
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = 3600
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -126,8 +148,39 @@ resource "aws_cloudwatch_event_rule" "tag_change" {
   tags = var.tags
 }
 
+# Incident response (AWS's "traffic mirroring for incident response"): a GuardDuty finding about
+# an instance mirrors its primary ENI for var.incident_mirror_minutes; the scheduled rule below
+# removes the session when that time is up.
+resource "aws_cloudwatch_event_rule" "guardduty" {
+  count = var.incident_response_enabled ? 1 : 0
+
+  name        = "${var.name}-guardduty"
+  description = "GuardDuty finding about an EC2 instance: mirror its primary ENI for a while"
+  event_pattern = jsonencode({
+    source        = ["aws.guardduty"]
+    "detail-type" = ["GuardDuty Finding"]
+    detail = {
+      resource = { resourceType = ["Instance"] }
+      severity = [{ numeric = [">=", var.incident_min_severity] }]
+    }
+  })
+
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_event_rule" "expire" {
+  count = var.incident_response_enabled ? 1 : 0
+
+  name                = "${var.name}-expire"
+  description         = "Remove MirrorScope incident mirror sessions whose time is up"
+  schedule_expression = "rate(${var.expiry_check_minutes} minute${var.expiry_check_minutes == 1 ? "" : "s"})"
+
+  tags = var.tags
+}
+
 locals {
-  rules = concat(aws_cloudwatch_event_rule.instance_running, aws_cloudwatch_event_rule.tag_change)
+  rules = concat(aws_cloudwatch_event_rule.instance_running, aws_cloudwatch_event_rule.tag_change,
+  aws_cloudwatch_event_rule.guardduty, aws_cloudwatch_event_rule.expire)
 }
 
 resource "aws_cloudwatch_event_target" "this" {
@@ -223,8 +276,20 @@ data "aws_iam_policy_document" "this" {
   statement {
     sid = "DescribeInstancesAndSessions"
     # Describe* calls do not support resource-level permissions.
-    actions   = ["ec2:DescribeInstances", "ec2:DescribeTrafficMirrorSessions"]
+    actions   = ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeTrafficMirrorSessions"]
     resources = ["*"]
+  }
+
+  statement {
+    sid       = "DeleteOnlyOurSessions"
+    actions   = ["ec2:DeleteTrafficMirrorSession"]
+    resources = ["${local.arn_prefix}:traffic-mirror-session/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/ManagedBy"
+      values   = ["mirrorscope"]
+    }
   }
 
   statement {

@@ -47,9 +47,14 @@ variable "packet_length" {
 }
 
 variable "opt_in_tag_key" {
-  description = "Only instances carrying this tag are mirrored, and adding the tag to a running instance mirrors it. null mirrors every instance that starts in the account and region."
+  description = "Only instances carrying this tag are mirrored, and adding the tag to a running instance mirrors it. Required: mirroring every instance would mirror the collectors and the EKS nodes too."
   type        = string
   default     = "mirrorscope:mirror"
+
+  validation {
+    condition     = try(length(trimspace(var.opt_in_tag_key)) > 0, false)
+    error_message = "opt_in_tag_key is required (there is no \"mirror every instance\" mode: it would mirror the collectors into themselves)."
+  }
 }
 
 variable "opt_in_tag_value" {
@@ -88,9 +93,89 @@ variable "timeout_seconds" {
 }
 
 variable "reserved_concurrent_executions" {
-  description = "Concurrency reserved for (and capping) the function: a burst of launches queues instead of throttling the EC2 API."
+  description = "Concurrency reserved for (and capping) the function; -1 reserves none. AWS refuses a reservation that leaves the account fewer than 100 unreserved executions, which a default account (limit 10 or 1000 minus other reservations) may not have, so none is reserved by default."
+  type        = number
+  default     = -1
+
+  validation {
+    condition     = var.reserved_concurrent_executions == -1 || var.reserved_concurrent_executions >= 1
+    error_message = "reserved_concurrent_executions must be -1 (no reservation) or at least 1."
+  }
+}
+
+variable "exclude_tags" {
+  description = "Loop guard: instances with any of these tags are never mirrored (tag key -> value, \"*\" for any value; a key ending in * is a prefix). Add the collectors' autoscaling group and role tags and the EKS node tags."
+  type        = map(string)
+  default = {
+    "mirrorscope:role"        = "*"
+    "eks:cluster-name"        = "*"
+    "aws:eks:cluster-name"    = "*"
+    "eks:nodegroup-name"      = "*"
+    "kubernetes.io/cluster/*" = "*"
+    "karpenter.sh/nodepool"   = "*"
+  }
+}
+
+variable "exclude_security_group_ids" {
+  description = "Loop guard: ENIs in any of these security groups are never mirrored (the collectors' group, the EKS node and cluster groups)."
+  type        = list(string)
+  default     = []
+}
+
+variable "exclude_network_interface_ids" {
+  description = "Loop guard: ENIs never mirrored. ENIs that AWS manages (the NLB's, endpoints) are always excluded."
+  type        = list(string)
+  default     = []
+}
+
+variable "incident_response_enabled" {
+  description = "Mirror the primary ENI of an instance named in a GuardDuty finding for incident_mirror_minutes, then remove the session."
+  type        = bool
+  default     = true
+}
+
+variable "incident_session_number" {
+  description = "Session number of incident sessions (1-32766, not session_number: an ENI cannot hold two sessions with one number)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.incident_session_number >= 1 && var.incident_session_number <= 32766 && floor(var.incident_session_number) == var.incident_session_number
+    error_message = "incident_session_number must be an integer from 1 to 32766."
+  }
+}
+
+variable "incident_mirror_minutes" {
+  description = "How long an incident session lives, in minutes (1 to 10080, a week)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.incident_mirror_minutes >= 1 && var.incident_mirror_minutes <= 10080
+    error_message = "incident_mirror_minutes must be from 1 to 10080."
+  }
+}
+
+variable "incident_min_severity" {
+  description = "Least GuardDuty finding severity that starts an incident session (GuardDuty: 7-8.9 high, 9-10 critical)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.incident_min_severity >= 1 && var.incident_min_severity <= 10
+    error_message = "incident_min_severity must be from 1 to 10."
+  }
+}
+
+variable "expiry_check_minutes" {
+  description = "How often the scheduled rule removes expired incident sessions, in minutes; a session lives at most this much longer than incident_mirror_minutes."
   type        = number
   default     = 5
+
+  validation {
+    condition     = var.expiry_check_minutes >= 1 && floor(var.expiry_check_minutes) == var.expiry_check_minutes
+    error_message = "expiry_check_minutes must be a whole number of minutes, at least 1."
+  }
 }
 
 variable "vpc_subnet_ids" {

@@ -1,6 +1,29 @@
 locals {
+  # Reject VXLAN (UDP 4789, either port) before any other rule: mirroring the mirrored traffic
+  # (a collector, an overlay network, another mirror target) would send it back to the
+  # collectors, a loop that grows with every packet. Rules 1-4 per direction, IPv4 and IPv6.
+  vxlan_reject_rules = var.reject_vxlan ? flatten([
+    for direction in ["ingress", "egress"] : [
+      for i, spec in [
+        { cidr = "0.0.0.0/0", port = "destination" }, { cidr = "0.0.0.0/0", port = "source" },
+        { cidr = "::/0", port = "destination" }, { cidr = "::/0", port = "source" },
+        ] : {
+        rule_number            = i + 1
+        direction              = direction
+        action                 = "reject"
+        protocol               = 17
+        source_cidr            = spec.cidr
+        destination_cidr       = spec.cidr
+        source_port_range      = spec.port == "source" ? { from_port = 4789, to_port = 4789 } : null
+        destination_port_range = spec.port == "destination" ? { from_port = 4789, to_port = 4789 } : null
+        description            = "Never mirror VXLAN (UDP 4789 ${spec.port} port): it would loop through the collectors"
+      }
+    ]
+  ]) : []
+  all_rules = concat(local.vxlan_reject_rules, var.rules)
+
   # Keyed by direction and rule number: both are static inputs, unique per filter (validated).
-  rules = { for r in var.rules : "${r.direction}-${r.rule_number}" => r }
+  rules = { for r in local.all_rules : "${r.direction}-${r.rule_number}" => r }
 }
 
 resource "aws_ec2_traffic_mirror_filter" "this" {

@@ -14,6 +14,6 @@ output "rule_ids" {
 }
 
 output "rules" {
-  description = "The rules as given, in the collector's local-filter format (feed them to the collectors module's local_filter_rules to filter identically on the host)."
-  value       = var.rules
+  description = "Every rule of the filter (the VXLAN rejections first, then var.rules), in the collector's local-filter format (feed them to the collectors module's local_filter_rules to filter identically on the host)."
+  value       = local.all_rules
 }

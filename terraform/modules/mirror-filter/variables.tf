@@ -98,6 +98,23 @@ variable "rules" {
     condition     = length(distinct([for r in var.rules : "${r.direction}-${r.rule_number}"])) == length(var.rules)
     error_message = "rule_number must be unique within a direction."
   }
+
+  validation {
+    # cidrnetmask() accepts IPv4 only: equal results mean one family for both ends.
+    condition     = alltrue([for r in var.rules : can(cidrnetmask(r.source_cidr)) == can(cidrnetmask(r.destination_cidr))])
+    error_message = "A rule's source_cidr and destination_cidr must be of one family (both IPv4 or both IPv6): AWS refuses a rule that mixes them."
+  }
+
+  validation {
+    condition     = alltrue([for r in var.rules : r.rule_number > 4])
+    error_message = "Rule numbers 1-4 are reserved for the rules that reject VXLAN (reject_vxlan); number your rules from 5."
+  }
+}
+
+variable "reject_vxlan" {
+  description = "Put rules 1-4 of each direction in front of var.rules that reject UDP 4789 (VXLAN) as source or destination port, IPv4 and IPv6, so mirrored traffic is never mirrored again. Turn off only if nothing in the mirrored subnets speaks VXLAN to the collectors."
+  type        = bool
+  default     = true
 }
 
 variable "tags" {

@@ -31,6 +31,14 @@ variable "sessions" {
   }
 
   validation {
+    # Sessions without a number take default_session_number; two on one ENI must differ.
+    condition = length(distinct([
+      for s in values(var.sessions) : "${s.network_interface_id}/${coalesce(s.session_number, 0)}"
+    ])) == length(var.sessions)
+    error_message = "Two sessions on one network_interface_id need distinct session_number values (AWS refuses a second session with the same number on an ENI)."
+  }
+
+  validation {
     condition     = alltrue([for s in values(var.sessions) : s.virtual_network_id == null ? true : (s.virtual_network_id >= 0 && s.virtual_network_id <= 16777215)])
     error_message = "virtual_network_id (VNI) must be from 0 to 16777215 (24 bits)."
   }

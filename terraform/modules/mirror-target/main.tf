@@ -2,6 +2,7 @@
 # 5-tuple, so the collectors re-key every packet by its inner flow (see the design brief).
 resource "aws_lb" "this" {
   #checkov:skip=CKV_AWS_91:NLB access logs are written only for TLS listeners; this NLB has a single UDP listener, so there is nothing to log.
+  #checkov:skip=CKV_AWS_150:Deletion protection is var.enable_deletion_protection, on by default; examples/complete turns it off so that `terraform destroy` of the example works.
   name                             = "${var.name}-nlb"
   internal                         = true
   load_balancer_type               = "network"
