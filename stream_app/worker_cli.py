@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
@@ -85,7 +84,10 @@ def state_options(f):
                      type=click.Path(exists=True, dir_okay=False),
                      help="File holding the key that signs flow state in Redis "
                           "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the "
-                          "same key."),
+                          "same key; at most 64 bytes. Required (stream_app/statekey.py)."),
+        click.option("--insecure-dev-key", envvar="MIRRORSCOPE_INSECURE_DEV_KEY", is_flag=True,
+                     help="Local trials only: with no state key, sign state with the "
+                          "published development key instead of refusing to start."),
         click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL",
                      default=1.0, show_default=True, type=float,
                      help="Seconds between state snapshots."),
@@ -122,7 +124,8 @@ class StateSetup:
 
 
 def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                keep_credentials, detect, detect_config, detect_prefix: str) -> StateSetup:
+                keep_credentials, detect, detect_config, detect_prefix: str,
+                insecure_dev_key: bool = False) -> StateSetup:
     from pathlib import Path
 
     from stream_app.cli import _detect_config
@@ -132,7 +135,11 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
     from stream_app.detectstate import RedisDetectorState
     from stream_app.statestore import RedisConfig, RedisStore, connect
 
-    key = _state_key(state_key_file)
+    from stream_app.statekey import StateKeyError, load_state_key
+    try:  # fail closed, before connecting to anything
+        key = load_state_key(state_key_file, insecure_dev_key=insecure_dev_key)
+    except StateKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
                        ssl_ca_certs=redis_ca)
     client = connect(rcfg)
@@ -182,7 +189,8 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
 @click.option("--log-level", envvar="MIRRORSCOPE_LOG_LEVEL", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts, redis_url,
-           redis_cluster, redis_password, redis_ca, state_key_file, checkpoint_interval,
+           redis_cluster, redis_password, redis_ca, state_key_file, insecure_dev_key,
+           checkpoint_interval,
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
            web_bind,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_sasl_username,
@@ -202,7 +210,8 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(logging.WARNING if log_level != "debug" else logging.DEBUG)
     st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                     keep_credentials, detect, detect_config, detect_prefix=f"md:{group}")
+                     keep_credentials, detect, detect_config, detect_prefix=f"md:{group}",
+                     insecure_dev_key=insecure_dev_key)
     core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
@@ -240,19 +249,6 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     w = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                      logging_config=logging_config)
     w.execute_from_commandline()
-
-
-def _state_key(path) -> bytes:
-    if path:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    else:
-        key = os.environ.get("MIRRORSCOPE_STATE_KEY", "").encode()
-    if not key:
-        click.echo("warning: no MIRRORSCOPE_STATE_KEY: flow state in Redis is signed with a "
-                   "well-known development key; set one in production", err=True)
-        key = b"mirrorscope-development-key"
-    return key
 
 
 def _redact(url: str) -> str:
