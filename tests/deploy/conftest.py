@@ -37,7 +37,7 @@ def helm() -> Path:
 def helm_template(helm):
     """Render the chart: helm_template(*args) -> list of manifest dicts (cached per args).
     Every render starts from ci/default-values.yaml (the defaults plus a generated state key,
-    without which the chart refuses to render: test_deploy_statekey.py); ``args`` override it."""
+    without which the chart refuses to render: test_deploy_secure_defaults.py); ``args`` override it."""
     yaml = require_module("yaml")
     cache: dict[tuple[str, ...], list[dict]] = {}
 

@@ -31,6 +31,7 @@ RENDERS = {
     "full": ("-f", FULL),
     "deployment-hpa-kinesis": (
         "--set", "collector.enabled=true", "--set", "collector.kind=Deployment",
+        "--set", "collector.config.enrichment.discover=true",
         "--set", "stream.type=kinesis", "--set", "stream.kinesis.streamName=mirrorscope",
         "--set", "aws.region=us-east-1", "--set", "worker.autoscaling.enabled=true",
         "--set", "secret.existingSecret=mirrorscope-credentials",

@@ -1,8 +1,9 @@
-"""The chart and the workers' state key: no key, no render (unless generation is chosen); the
-key reaches the worker as a read-only file that `stream_app/statekey.py` accepts.
+"""Secure defaults of the chart. The workers' state key: no key, no render (unless generation
+is chosen), and the key reaches the worker as a read-only file that `stream_app/statekey.py`
+accepts. The collectors: no allowed mirror source, no render (they are default-deny).
 
 `lookup` (how a generated key survives an upgrade) needs a Kubernetes API server, which this
-machine lacks: helm template shows a fresh key each time, as it says in the template."""
+machine lacks: helm template shows a fresh key each time, as the template says."""
 
 from __future__ import annotations
 
@@ -96,3 +97,15 @@ def test_key_longer_than_the_mac_refused(helm):
     assert res.returncode != 0 and "stateKey" in res.stderr and "64" in res.stderr, res.stderr
     with pytest.raises(StateKeyError):
         load_state_key(None, environ={"MIRRORSCOPE_STATE_KEY": "k" * 65})
+
+
+def test_collector_without_allowed_sources_does_not_render(helm):
+    """Collectors are default-deny: enabled with no source_cidrs, no discovery and no explicit
+    accept_any_source they would refuse every datagram, so the chart says so at render."""
+    key = ("--set", "stateKey.generate=true", "--set", "collector.enabled=true")
+    res = template(helm, *key)
+    assert res.returncode != 0 and "source_cidrs" in res.stderr, res.stderr
+    for ok in ("collector.config.source_cidrs={10.0.0.0/16}",
+               "collector.config.enrichment.discover=true",
+               "collector.config.accept_any_source=true"):
+        assert template(helm, *key, "--set", ok).returncode == 0, ok
