@@ -13,6 +13,7 @@ from rich.table import Table
 from collectors.capture import CaptureError
 from collectors.decode import Decoder
 from stream_app.core.flowtable import FlowConfig
+from stream_app.redact_options import redact_options
 
 err = Console(stderr=True, soft_wrap=True)
 _DEFAULTS = FlowConfig()
@@ -45,8 +46,8 @@ def main() -> None:
 @click.option("--http/--no-http", "http", default=True, show_default=True,
               help="Extract HTTP/1.x transactions to OUT/http.jsonl (on any port).")
 @click.option("--keep-credentials", is_flag=True,
-              help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values "
-                   "(by default they are redacted).")
+              help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values, "
+                   "and credentials in URIs and Referer (by default they are redacted).")
 @click.option("--s3-bucket", metavar="BUCKET",
               help="Also write the records to S3 as Parquet, partitioned for Athena "
                    "(prefix, KMS key and endpoint from MIRRORSCOPE_S3_*; see docs/athena.md).")
@@ -60,6 +61,7 @@ def main() -> None:
                    "{\"port_scan\": {\"min_ports\": 30}, \"beaconing\": null} "
                    "(docs/detectors/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@redact_options
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
@@ -82,7 +84,9 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     cfg = FlowConfig(idle_timeout=idle_timeout, tcp_idle_timeout=tcp_idle_timeout,
                      active_timeout=active_timeout,
                      close_linger=close_linger)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    from stream_app.redact_options import redact_config
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
+                                  redact=redact_config())) if http else None
     dcfg = _detect_config(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:

@@ -98,7 +98,8 @@ def state_options(f):
         click.option("--http/--no-http", "http", default=True, show_default=True,
                      help="Extract HTTP/1.x transactions."),
         click.option("--keep-credentials", is_flag=True,
-                     help="Keep Authorization and cookie values (redacted by default)."),
+                     help="Keep Authorization and cookie values, and credentials in URIs "
+                          "(redacted by default)."),
         click.option("--detect/--no-detect", "detect", default=True, show_default=True,
                      help="Run the detectors, with their state shared in Redis."),
         click.option("--detect-config", type=click.Path(exists=True, dir_okay=False),
@@ -106,7 +107,8 @@ def state_options(f):
     ]
     for o in reversed(opts):
         f = o(f)
-    return f
+    from stream_app.redact_options import redact_options
+    return redact_options(f)
 
 
 @dataclass
@@ -148,7 +150,9 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
         dcfg = _detect_config(Path(detect_config) if detect_config else None)
         dstate = RedisDetectorState(client, prefix=detect_prefix)
         detectors = Detectors(dcfg, state=dstate)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    from stream_app.redact_options import redact_config
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
+                                  redact=redact_config())) if http else None
     return StateSetup(rcfg, client, RedisStore(client), key, l7, detectors, dstate)
 
 
