@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import click
 
+from stream_app.secretopts import not_on_command_line
 from stream_app.sink_cli import _load_config, result_topic_options
 
 log = logging.getLogger("mirrorscope.worker")
@@ -72,11 +73,14 @@ def state_options(f):
     opts = [
         click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL",
                      default="redis://127.0.0.1:6379/0", show_default=True,
-                     help="redis:// or rediss:// (TLS); user:password@ for AUTH."),
+                     callback=not_on_command_line,
+                     help="redis:// or rediss:// (TLS); user:password@ for AUTH (then only "
+                          "in the environment or --config: ps shows flags)."),
         click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
                      help="Redis Cluster (keys are hash-tagged by partition)."),
         click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
-                     help="AUTH password (or in the URL)."),
+                     callback=not_on_command_line,
+                     help="AUTH password (or in the URL); environment or --config only."),
         click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
                      type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle for rediss://."),
@@ -180,7 +184,8 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
               show_default=True)
 @click.option("--kafka-sasl-mechanism", envvar="MIRRORSCOPE_KAFKA_SASL_MECHANISM", default=None)
 @click.option("--kafka-sasl-username", envvar="MIRRORSCOPE_KAFKA_SASL_USERNAME", default=None)
-@click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", default=None)
+@click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", default=None,
+              callback=not_on_command_line, help="Environment or --config only (ps shows flags).")
 @click.option("--kafka-ca", envvar="MIRRORSCOPE_KAFKA_CA", default=None)
 @click.option("--processes", envvar="MIRRORSCOPE_WORKER_PROCESSES", default=1, show_default=True,
               type=click.IntRange(1, 64),
