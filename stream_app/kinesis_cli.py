@@ -200,8 +200,10 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         outputs = FolderResults(out_dir)
     else:
         try:
+            from stream_app.sink_cli import kafka_extra_from_env
             outputs = KafkaResults(kafka_bootstrap, {"flows": topic_flows, "http": topic_http,
-                                                     "alerts": topic_alerts})
+                                                     "alerts": topic_alerts},
+                                   **kafka_extra_from_env())  # TLS/SASL as the sinks
         except Exception as exc:  # no broker answers: let the orchestrator restart us
             log.error("Kafka for the result topics unreachable",
                       extra={"bootstrap": kafka_bootstrap, "error": repr(exc)})

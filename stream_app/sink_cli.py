@@ -94,6 +94,13 @@ def kafka_extra_from_env(environ=None) -> dict:
         extra["security_protocol"] = env["MIRRORSCOPE_KAFKA_SECURITY"]
     if env.get("MIRRORSCOPE_KAFKA_SASL_MECHANISM"):
         extra["sasl_mechanism"] = env["MIRRORSCOPE_KAFKA_SASL_MECHANISM"]
+    # TLS: kafka-python verifies the broker's certificate and name by default; a private CA
+    # is given here rather than turning verification off.
+    for var, kw in (("MIRRORSCOPE_KAFKA_CA", "ssl_cafile"),
+                    ("MIRRORSCOPE_KAFKA_SASL_USERNAME", "sasl_plain_username"),
+                    ("MIRRORSCOPE_KAFKA_SASL_PASSWORD", "sasl_plain_password")):
+        if env.get(var):
+            extra[kw] = env[var]
     return extra
 
 
