@@ -26,6 +26,12 @@ def main() -> None:
 
     Start with `mirrorscope analyze CAPTURE --out DIR`: it needs no broker, Redis or AWS.
     `collect` runs the live collector; `sink` delivers results to S3 and CloudWatch."""
+    # What any command writes (records, spools, state, logs, key files) is no one else's to
+    # read: group at most, never other users of the host (issue 13).
+    import os
+    os.umask(os.umask(0o027) | 0o027)
+    from stream_app.logredact import install
+    install()  # log lines are redacted like records (URLs with tokens, password=...)
 
 
 @main.command()
