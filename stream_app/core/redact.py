@@ -53,6 +53,7 @@ DEFAULT_PATH_PATTERNS = (
 
 _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)", re.S)
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+_NAMES = re.compile(r"[?&;#]([^=&;#?/]*)=")  # parameter names (query, path params, fragment)
 _PAIR_IN_TEXT = re.compile(r"([A-Za-z0-9_.%-]+)=([^\s&;\"',]+)")
 
 
@@ -80,11 +81,9 @@ class Redactor:
         self.params = DEFAULT_PARAMS | {p.lower() for p in config.params}
         self.parts = DEFAULT_PARAM_PARTS
         self.segments = DEFAULT_PATH_SEGMENTS | {s.lower() for s in config.path_segments}
-        # The screen: most URIs have none of these, and are returned untouched at the cost of
-        # one regex search.
-        names = "|".join(sorted(map(re.escape, self.segments), key=len, reverse=True))
-        self._screen = re.compile(r"[?;#@=]|/(?:%s)(?:/|;|$)|/bot\d" % names, re.I)
         self._cache: dict[str, bool] = {}
+        self._safe: set[str] = set()
+        self._clean: set[str] = set()
 
     # -- names ---------------------------------------------------------------------------------
     def secret_name(self, name: str) -> bool:
@@ -97,6 +96,21 @@ class Redactor:
                 self._cache.clear()
             self._cache[name] = hit
         return hit
+
+    def _all_safe(self, names: list[str]) -> bool:
+        """No credential name among ``names`` (memoised as a set: one C-level subset test for
+        the parameter names a site uses again and again)."""
+        safe = self._safe
+        if safe.issuperset(names):
+            return True
+        for n in names:
+            if n not in safe:
+                if self.secret_name(n):
+                    return False
+                if len(safe) > 4096:
+                    safe.clear()
+                safe.add(n)
+        return True
 
     def _pairs(self, s: str, sep: str) -> str:
         out = []
@@ -113,8 +127,21 @@ class Redactor:
     # -- URIs ----------------------------------------------------------------------------------
     def uri(self, s: str | None) -> str | None:
         """A request target, Referer or any URL with its credentials redacted."""
-        if not s or not self._screen.search(s):
+        if not s or s in self._clean:
             return s
+        # Screen (this runs for every request): with no '=' (no parameter), no '@' (no
+        # userinfo) and no credential-named segment, nothing can need redacting; str and set
+        # operations in C decide that for most URIs without a Python loop.
+        if "@" not in s:
+            low = s.lower()
+            if "/bot" not in low and self.segments.isdisjoint(low.split("/")) and (
+                    "=" not in s or self._all_safe(_NAMES.findall(s))):
+                # remembered: the same Referer and URIs come back again and again. Only URIs
+                # with nothing to redact are kept, so this set never holds a secret.
+                if len(self._clean) > 8192:
+                    self._clean.clear()
+                self._clean.add(s)
+                return s
         prefix = ""
         m = _ABSOLUTE.match(s)
         if m:
@@ -140,6 +167,10 @@ class Redactor:
         return REDACTED + "@" + a.rpartition("@")[2]
 
     def path(self, p: str) -> str:
+        if ";" not in p:
+            low = p.lower()
+            if "/bot" not in low and self.segments.isdisjoint(low.split("/")):
+                return p
         segs = p.split("/")
         after_name = False
         changed = False
@@ -166,7 +197,7 @@ class Redactor:
     # -- free text (log lines, alert summaries) -----------------------------------------------
     def text(self, s: str | None) -> str | None:
         """Every URL in ``s`` redacted as a URI, and credential-named ``name=value`` pairs."""
-        if not s or not self._screen.search(s):
+        if not s or ("=" not in s and "@" not in s and "://" not in s):
             return s
         s = _URL_IN_TEXT.sub(lambda m: self.uri(m.group(0)), s)
         return _PAIR_IN_TEXT.sub(
