@@ -52,9 +52,12 @@ DEFAULT_PATH_PATTERNS = (
 )
 
 _ABSOLUTE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)", re.S)
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+# Bounded repeats before the anchor ('://', '='): these run over whole log lines, which can
+# hold long base64 (a botocore debug dump), and an unbounded run before an anchor that is
+# absent makes the search quadratic in the token's length.
+_URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s\"'<>]+")
 _NAMES = re.compile(r"[?&;#]([^=&;#?/]*)=")  # parameter names (query, path params, fragment)
-_PAIR_IN_TEXT = re.compile(r"([A-Za-z0-9_.%-]+)=([^\s&;\"',]+)")
+_PAIR_IN_TEXT = re.compile(r"(?<![A-Za-z0-9_.%-])([A-Za-z0-9_.%-]{1,64})=([^\s&;\"',]+)")
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,10 @@ class Redactor:
         """Every URL in ``s`` redacted as a URI, and credential-named ``name=value`` pairs."""
         if not s or ("=" not in s and "@" not in s and "://" not in s):
             return s
-        s = _URL_IN_TEXT.sub(lambda m: self.uri(m.group(0)), s)
+        if "://" in s:
+            s = _URL_IN_TEXT.sub(lambda m: self.uri(m.group(0)), s)
+        if "=" not in s:
+            return s
         return _PAIR_IN_TEXT.sub(
             lambda m: f"{m.group(1)}={REDACTED}"
             if m.group(2) != REDACTED and self.secret_name(m.group(1)) else m.group(0), s)
