@@ -200,7 +200,7 @@ class Run:
         self.proc = subprocess.Popen(
             [exe, "collect", "--transport", transport, "--listen", "127.0.0.1", "--port",
              str(self.port), "--processes", str(processes), "--health-port", "0",
-             "--metrics-port", "0", *extra],
+             "--metrics-port", "0", "--source-cidr", "127.0.0.1/32", *extra],
             stdout=open(self.workdir / "out", "wb"), stderr=open(self.workdir / "err", "wb"),
             env={**os.environ, "MIRRORSCOPE_STATS_INTERVAL_S": "0.1", **env})
         self.processes = processes

@@ -51,7 +51,10 @@ def _overrides(**kw) -> dict:
 @click.option("--port", type=int, help="UDP port [default: 4789].")
 @click.option("--processes", type=int, help="Worker processes sharing the port (0: one per CPU).")
 @click.option("--source-cidr", "source_cidrs", multiple=True,
-              help="Accept datagrams only from this CIDR (repeatable; default: any).")
+              help="Accept VXLAN only from this CIDR (repeatable). Without one, only from the "
+                   "mirror sources --discover-vnis finds; anything else is refused and counted.")
+@click.option("--accept-any-source", is_flag=True, default=None,
+              help="Accept VXLAN from any source: spoofed UDP then injects flows (trials only).")
 @click.option("--vni", "vnis", multiple=True, type=int,
               help="Accept only this VNI (repeatable; default: all).")
 @click.option("--filter-rules", "filter_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -92,7 +95,7 @@ def _overrides(**kw) -> dict:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--print-config", is_flag=True, help="Print the effective settings and exit.")
 def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, address, port, processes,
-            source_cidrs, vnis, filter_file, payload_ports, snap_len, kafka_bootstrap,
+            source_cidrs, accept_any_source, vnis, filter_file, payload_ports, snap_len, kafka_bootstrap,
             kafka_topic, kinesis_stream, kinesis_region, kinesis_endpoint_url, vni_map,
             discover_vnis, buffer_bytes, batch_records, linger_ms, health_port, metrics_port,
             idle_timeout, tcp_idle_timeout, active_timeout, close_linger, http, keep_credentials,
@@ -127,7 +130,7 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
     over = _overrides(**{
         "transport": transport, "embedded.out_dir": str(out_dir) if out_dir else None,
         "listen.address": address, "listen.port": port, "processes": processes,
-        "source_cidrs": source_cidrs, "vnis": vnis, "filter.rules": rules,
+        "source_cidrs": source_cidrs, "accept_any_source": accept_any_source, "vnis": vnis, "filter.rules": rules,
         "payload.ports": ports, "payload.max_bytes": snap_len,
         "kafka.bootstrap": kafka_bootstrap, "kafka.topic": kafka_topic,
         "kinesis.stream": kinesis_stream, "kinesis.region": kinesis_region,
@@ -177,8 +180,15 @@ def collect(config_path, transport, embedded, out_dir, pcaps, end_marker, addres
     logs.setup(cfg.log_level, pid=os.getpid(), role="collector")
     log = logging.getLogger("mirrorscope.collect")
     log.info("configuration", extra={"config": to_dict(cfg)})
-    if not cfg.source_cidrs and not pcaps:
-        log.warning("no source_cidrs configured: accepting VXLAN from any source")
+    if cfg.accept_any_source and not pcaps:
+        log.warning("accept_any_source: accepting VXLAN from any source (spoofable)")
+    elif not cfg.source_cidrs and not cfg.enrichment.discover and not pcaps:
+        # default-deny with nothing allowed would refuse every datagram: say so now
+        click.echo("error: no mirror sources allowed: give source_cidrs (--source-cidr), turn "
+                   "on EC2 discovery of the mirror sessions (--discover-vnis), list their "
+                   "source_ip in the VNI map, or accept any source (--accept-any-source)",
+                   err=True)
+        sys.exit(2)
 
     if pcaps:
         from collectors.capture import CaptureError

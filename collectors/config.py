@@ -210,7 +210,10 @@ class CollectConfig(msgspec.Struct, forbid_unknown_fields=True):
     processes: int = 1
     """Worker processes sharing the port (SO_REUSEPORT); 0 = one per CPU."""
     source_cidrs: list[str] = []
-    """Mirror sources whose datagrams are accepted; empty accepts any source (logged)."""
+    """Mirror sources whose datagrams are accepted (with the sources EC2 discovery finds, when
+    enrichment.discover is on); any other source is refused and counted (source_not_allowed)."""
+    accept_any_source: bool = False
+    """Accept VXLAN from any source (spoofed UDP to 4789 then injects flows): only for trials."""
     vnis: list[int] = []
     """Accept only these VNIs; empty accepts all."""
     filter: FilterConfig = msgspec.field(default_factory=FilterConfig)

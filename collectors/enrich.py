@@ -46,6 +46,9 @@ class VniInfo(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     region: str | None = None
     az_id: str | None = None
     availability_zone: str | None = None
+    source_ip: str | None = None
+    """The mirrored ENI's primary private IP, the outer source of its VXLAN: the collectors
+    accept VXLAN from it (collectors.worker.SourceCheck)."""
 
 
 FLOW_FIELDS = ("interface_id", "instance_id", "vpc_id", "subnet_id", "account_id", "region",
@@ -111,6 +114,7 @@ def discover(ec2) -> dict[int, VniInfo]:
             region=region,
             availability_zone=eni.get("AvailabilityZone"),
             az_id=eni.get("AvailabilityZoneId"),
+            source_ip=eni.get("PrivateIpAddress"),
         )
     return out
 
@@ -122,6 +126,7 @@ class Enricher:
                  refresh_s: float = 300.0):
         self._file = dict(mapping or {})
         self._table: dict[int, VniInfo] = dict(self._file)
+        self._sources: tuple[dict, frozenset[str]] = ({}, frozenset())
         self._ec2 = ec2
         self._refresh_s = refresh_s
         self._wake = threading.Event()
@@ -192,6 +197,16 @@ class Enricher:
 
     def table(self) -> dict[int, VniInfo]:
         return self._table
+
+    def mirror_sources(self) -> frozenset[str]:
+        """Outer source IPs of the known mirror sessions: discovered in EC2, or a mapping-file
+        entry's ``source_ip`` (configuration, like source_cidrs)."""
+        table, found = self._sources
+        if table is not self._table:
+            table = self._table
+            found = frozenset(i.source_ip for i in table.values() if i.source_ip)
+            self._sources = (table, found)
+        return found
 
     def fill_flow(self, f) -> None:
         """Set a FlowRecord's account/ENI/VPC fields from its VNI where they are empty."""

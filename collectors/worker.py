@@ -53,25 +53,46 @@ def payload_policy(cfg: CollectConfig) -> PayloadPolicy:
 
 
 class SourceCheck:
-    """Outer source address -> allowed, memoised (the set of mirror sources is small)."""
+    """Outer source address -> allowed, memoised (the set of mirror sources is small).
 
-    def __init__(self, cidrs: list[str]):
+    Default-deny: a live collector accepts a datagram only from ``source_cidrs`` or from a
+    mirror source the EC2 discovery found (the primary IP of a mirrored ENI, which is the outer
+    source of its VXLAN), unless ``accept_any_source`` says otherwise. A capture replay (not
+    network input: the operator chose the file) checks sources only when CIDRs are given."""
+
+    def __init__(self, cidrs: list[str], enricher=None, accept_any: bool = False,
+                 live: bool = True):
         self.nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-        self.any = not self.nets
+        self.enricher = enricher
+        self.any = accept_any or (not live and not self.nets)
         self.cache: dict[bytes, bool] = {}
+        self._table = None  # the enricher's table the cache was made with
 
     def allowed(self, addr: bytes | None) -> bool:
         if self.any:
             return True
         if addr is None:
             return False
+        if self.enricher is not None and self.enricher.table() is not self._table:
+            # discovery replaced its table: a source may have come or gone
+            self._table = self.enricher.table()
+            self.cache.clear()
         ok = self.cache.get(addr)
         if ok is None:
             if len(self.cache) > 65536:
                 self.cache.clear()
             ip = ipaddress.ip_address(addr)
-            ok = self.cache[addr] = any(ip in n for n in self.nets)
+            ok = any(ip in n for n in self.nets) or (
+                self.enricher is not None and str(ip) in self.enricher.mirror_sources())
+            self.cache[addr] = ok
         return ok
+
+    def fresh(self) -> dict[bytes, bool]:
+        """The memo, cleared first if discovery changed the mirror sources (call per batch)."""
+        if self.enricher is not None and self.enricher.table() is not self._table:
+            self._table = self.enricher.table()
+            self.cache.clear()
+        return self.cache
 
 
 class Components:
@@ -85,7 +106,7 @@ class Components:
         self.filter = MirrorFilter.from_rules(cfg.filter.rules)
         self.policy = payload_policy(cfg)
         self.decoder = Decoder(payload=self.policy)
-        self.sources = SourceCheck(cfg.source_cidrs)
+        self.sources = SourceCheck(cfg.source_cidrs, self.enricher, cfg.accept_any_source, live)
         self.vnis = frozenset(cfg.vnis) if cfg.vnis else None
         self.publisher: Publisher = make_publisher(cfg, self.stats, collector_id, self.enricher,
                                                    live=live, kinesis_client=kinesis_client,
@@ -234,7 +255,7 @@ class Worker:
         fcfg = self._fcfg
         pydec = c.decoder.decode_vxlan
         check = not c.sources.any
-        allowed = c.sources.cache
+        allowed = c.sources.fresh()
         vnis = c.vnis
         recs: list = []
         append = recs.append

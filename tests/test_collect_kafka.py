@@ -285,7 +285,8 @@ def test_broker_outage_loses_only_what_exceeds_the_buffer(controllable_kafka, ka
     c = Collector(["--listen", "127.0.0.1", "--port", str(port), "--processes", "1",
                    "--kafka-bootstrap", broker.bootstrap, "--kafka-topic", topic,
                    "--buffer-bytes", str(buffer_bytes), "--batch-records", "200",
-                   "--linger-ms", "20", "--health-port", "0", "--metrics-port", "0"],
+                   "--linger-ms", "20", "--health-port", "0", "--metrics-port", "0",
+                   "--source-cidr", "127.0.0.1/32"],
                   tmp_path, env={"MIRRORSCOPE_KAFKA_REQUEST_TIMEOUT_MS": "5000",
                                  "MIRRORSCOPE_KAFKA_RETRY_BACKOFF_MS": "200"})
     c.start()

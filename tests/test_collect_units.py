@@ -435,7 +435,8 @@ def udp_port() -> int:
 def test_a_killed_worker_is_restarted_and_its_counts_kept(tmp_path):
     port = udp_port()
     c = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(port),
-                   "--processes", "2", "--health-port", "0", "--metrics-port", "0"],
+                   "--processes", "2", "--health-port", "0", "--metrics-port", "0",
+                   "--source-cidr", "127.0.0.1/32"],
                   tmp_path, env={"MIRRORSCOPE_STATS_INTERVAL_S": "0.2"}).start()
     try:
         c.wait_ready(workers=2)
@@ -469,7 +470,7 @@ def test_unreachable_kafka_keeps_the_collector_up_but_unhealthy(tmp_path):
     dead = udp_port()  # nothing listens on this TCP port either (almost surely)
     c = Collector(["--transport", "kafka", "--kafka-bootstrap", f"127.0.0.1:{dead}",
                    "--listen", "127.0.0.1", "--port", str(udp_port()), "--health-port", "0",
-                   "--metrics-port", "0"], tmp_path,
+                   "--metrics-port", "0", "--source-cidr", "127.0.0.1/32"], tmp_path,
                   env={"MIRRORSCOPE_KAFKA_METADATA_TIMEOUT_S": "1"}).start()
     try:
         def retrying() -> bool:

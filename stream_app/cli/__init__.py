@@ -9,6 +9,7 @@ import click
 
 from stream_app.core.flowtable import FlowConfig
 from stream_app.lazycli import LazyConsole, LazyGroup
+from stream_app.redact_options import redact_options
 
 # rich, the decoder and the other commands are imported when used, so `mirrorscope --help` and
 # `analyze` start without paying for what they do not run (issue #12; tests/test_cli_startup.py).
@@ -39,6 +40,11 @@ def main(ctx: click.Context, log_format: str | None) -> None:
     `query`, `report` and `tail` look at the results."""
     import os
 
+    # What any command writes (records, spools, state, logs, key files) is no one else's to
+    # read: group at most, never other users of the host (issue 13).
+    os.umask(os.umask(0o027) | 0o027)
+    from stream_app.logredact import install
+    install()  # log lines are redacted like records (URLs with tokens, password=...)
     from collectors import logs
     if log_format:  # for this process and the ones it starts (collector workers ...)
         os.environ[logs.FORMAT_ENV] = log_format
@@ -85,8 +91,8 @@ def embedded_finish(out_dir, totals: dict) -> None:
 @click.option("--http/--no-http", "http", default=True, show_default=True,
               help="Extract HTTP/1.x transactions to OUT/http.jsonl (on any port).")
 @click.option("--keep-credentials", is_flag=True,
-              help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values "
-                   "(by default they are redacted).")
+              help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values, "
+                   "and credentials in URIs and Referer (by default they are redacted).")
 @click.option("--s3-bucket", metavar="BUCKET",
               help="Also write the records to S3 as Parquet, partitioned for Athena "
                    "(prefix, KMS key and endpoint from MIRRORSCOPE_S3_*; see docs/athena.md).")
@@ -100,6 +106,7 @@ def embedded_finish(out_dir, totals: dict) -> None:
                    "{\"port_scan\": {\"min_ports\": 30}, \"beaconing\": null} "
                    "(docs/detectors/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@redact_options
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
@@ -125,7 +132,9 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
     cfg = FlowConfig(idle_timeout=idle_timeout, tcp_idle_timeout=tcp_idle_timeout,
                      active_timeout=active_timeout,
                      close_linger=close_linger)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    from stream_app.redact_options import redact_config
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
+                                  redact=redact_config())) if http else None
     dcfg = detect_config_from(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:

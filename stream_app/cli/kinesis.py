@@ -60,7 +60,7 @@ log = logging.getLogger("mirrorscope.kinesis")
               type=click.Choice(["debug", "info", "warning", "error"]))
 def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
                    poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
-                   state_key_file, out_dir, kafka_bootstrap, topic_flows, topic_http,
+                   state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topic_flows, topic_http,
                    topic_alerts, checkpoint_interval, idle_advance, http, keep_credentials,
                    detect, detect_config, bind, health_port, metrics_port, log_level):
     """Consume the collectors' Kinesis stream with the stream core: shards are leased among
@@ -91,7 +91,7 @@ def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, 
 
 async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
                 poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
-                state_key_file, out_dir, kafka_bootstrap, topic_flows, topic_http,
+                state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topic_flows, topic_http,
                 topic_alerts, checkpoint_interval, idle_advance, http, keep_credentials,
                 detect, detect_config, bind, health_port, metrics_port, log_level) -> int:
     from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +117,8 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     except NoRegionError:
         raise click.UsageError("no AWS region: --region, or AWS_REGION") from None
     st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                     keep_credentials, detect, detect_config, detect_prefix=f"md:{app_name}")
+                     keep_credentials, detect, detect_config, detect_prefix=f"md:{app_name}",
+                     insecure_dev_key=insecure_dev_key)
     runtime = Runtime(st.store, Codec(st.key), CoreConfig(l7=st.l7, detect=None),
                       RuntimeConfig(checkpoint_interval=checkpoint_interval,
                                     idle_advance=idle_advance, contiguous_offsets=False),
@@ -126,6 +127,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         outputs = FolderResults(out_dir)
     else:
         try:
+            # TLS/SASL as every Kafka client reads them (collectors/kafka_auth.py)
             outputs = KafkaResults(kafka_bootstrap, {"flows": topic_flows, "http": topic_http,
                                                      "alerts": topic_alerts})
         except Exception as exc:  # no broker answers: let the orchestrator restart us

@@ -277,9 +277,10 @@ def sink() -> None:
               help="Longest a file stays open (wall clock).")
 @click.option("--late-seconds", type=float, default=Bounds.late_s, show_default=True,
               help="A record this much older than the open file's hour still joins that file.")
-@click.option("--data-dir", envvar="MIRRORSCOPE_DATA_DIR", default="/var/lib/mirrorscope",
-              show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The spool lives in DATA_DIR/spool.")
+@click.option("--data-dir", envvar="MIRRORSCOPE_DATA_DIR", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The spool lives in DATA_DIR/spool [default: /var/lib/mirrorscope when "
+                   "writable, else ~/.local/state/mirrorscope].")
 @click.option("--spool-max-mb", type=float, default=1024, show_default=True)
 @click.option("--endpoint-url", envvar="MIRRORSCOPE_S3_ENDPOINT_URL", default=None,
               help="S3 endpoint (tests: moto).")

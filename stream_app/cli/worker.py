@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
 import click
 
 from stream_app.cli.options import detect_config_from, load_config, redact, result_topic_options
+from stream_app.secretopts import not_on_command_line
 
 log = logging.getLogger("mirrorscope.worker")
 
@@ -21,11 +21,14 @@ def state_options(f):
     opts = [
         click.option("--redis-url", envvar="MIRRORSCOPE_REDIS_URL",
                      default="redis://127.0.0.1:6379/0", show_default=True,
-                     help="redis:// or rediss:// (TLS); user:password@ for AUTH."),
+                     callback=not_on_command_line,
+                     help="redis:// or rediss:// (TLS); user:password@ for AUTH (then only "
+                          "in the environment or --config: ps shows flags)."),
         click.option("--redis-cluster", envvar="MIRRORSCOPE_REDIS_CLUSTER", is_flag=True,
                      help="Redis Cluster (keys are hash-tagged by partition)."),
         click.option("--redis-password", envvar="MIRRORSCOPE_REDIS_PASSWORD", default=None,
-                     help="AUTH password (or in the URL)."),
+                     callback=not_on_command_line,
+                     help="AUTH password (or in the URL); environment or --config only."),
         click.option("--redis-ca", envvar="MIRRORSCOPE_REDIS_CA", default=None,
                      type=click.Path(exists=True, dir_okay=False),
                      help="CA bundle for rediss://."),
@@ -33,7 +36,10 @@ def state_options(f):
                      type=click.Path(exists=True, dir_okay=False),
                      help="File holding the key that signs flow state in Redis "
                           "(or MIRRORSCOPE_STATE_KEY). Every worker of a group needs the "
-                          "same key."),
+                          "same key; at most 64 bytes. Required (stream_app/statekey.py)."),
+        click.option("--insecure-dev-key", envvar="MIRRORSCOPE_INSECURE_DEV_KEY", is_flag=True,
+                     help="Local trials only: with no state key, sign state with the "
+                          "published development key instead of refusing to start."),
         click.option("--checkpoint-interval", envvar="MIRRORSCOPE_CHECKPOINT_INTERVAL",
                      default=1.0, show_default=True, type=float,
                      help="Seconds between state snapshots."),
@@ -44,7 +50,8 @@ def state_options(f):
         click.option("--http/--no-http", "http", default=True, show_default=True,
                      help="Extract HTTP/1.x transactions."),
         click.option("--keep-credentials", is_flag=True,
-                     help="Keep Authorization and cookie values (redacted by default)."),
+                     help="Keep Authorization and cookie values, and credentials in URIs "
+                          "(redacted by default)."),
         click.option("--detect/--no-detect", "detect", default=True, show_default=True,
                      help="Run the detectors, with their state shared in Redis."),
         click.option("--detect-config", type=click.Path(exists=True, dir_okay=False),
@@ -52,7 +59,8 @@ def state_options(f):
     ]
     for o in reversed(opts):
         f = o(f)
-    return f
+    from stream_app.redact_options import redact_options
+    return redact_options(f)
 
 
 @dataclass
@@ -70,7 +78,8 @@ class StateSetup:
 
 
 def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                keep_credentials, detect, detect_config, detect_prefix: str) -> StateSetup:
+                keep_credentials, detect, detect_config, detect_prefix: str,
+                insecure_dev_key: bool = False) -> StateSetup:
     from pathlib import Path
 
     from stream_app.core.detectors import Detectors
@@ -79,7 +88,11 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
     from stream_app.state.detectors import RedisDetectorState
     from stream_app.state.store import RedisConfig, RedisStore, connect
 
-    key = state_key(state_key_file)
+    from stream_app.statekey import StateKeyError, load_state_key
+    try:  # fail closed, before connecting to anything
+        key = load_state_key(state_key_file, insecure_dev_key=insecure_dev_key)
+    except StateKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     rcfg = RedisConfig(url=redis_url, cluster=redis_cluster, password=redis_password,
                        ssl_ca_certs=redis_ca)
     client = connect(rcfg)
@@ -88,7 +101,9 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
         dcfg = detect_config_from(Path(detect_config) if detect_config else None)
         dstate = RedisDetectorState(client, prefix=detect_prefix)
         detectors = Detectors(dcfg, state=dstate)
-    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials)) if http else None
+    from stream_app.redact_options import redact_config
+    l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
+                                  redact=redact_config())) if http else None
     return StateSetup(rcfg, client, RedisStore(client), key, l7, detectors, dstate)
 
 
@@ -134,7 +149,8 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
 @click.option("--log-level", envvar="MIRRORSCOPE_LOG_LEVEL", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts, redis_url,
-           redis_cluster, redis_password, redis_ca, state_key_file, checkpoint_interval,
+           redis_cluster, redis_password, redis_ca, state_key_file, insecure_dev_key,
+           checkpoint_interval,
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
            web_bind,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_ca, processes, session_timeout,
@@ -156,7 +172,8 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(logging.WARNING if log_level != "debug" else logging.DEBUG)
     st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
-                     keep_credentials, detect, detect_config, detect_prefix=f"md:{group}")
+                     keep_credentials, detect, detect_config, detect_prefix=f"md:{group}",
+                     insecure_dev_key=insecure_dev_key)
     core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
@@ -200,23 +217,6 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
         raise
 
 
-def state_key(path) -> bytes:
-    if path:
-        with open(path, "rb") as f:
-            key = f.read().strip()
-    else:
-        key = os.environ.get("MIRRORSCOPE_STATE_KEY", "").encode()
-    if not key:
-        click.echo("warning: no MIRRORSCOPE_STATE_KEY: flow state in Redis is signed with a "
-                   "well-known development key; set one in production", err=True)
-        key = b"mirrorscope-development-key"
-    return key
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(worker())
-
-
 def kafka_security_from(protocol: str | None, mechanism: str | None, cafile: str | None):
     """The environment's Kafka security (collectors/kafka_auth.py), the flags over it."""
     from collectors.kafka_auth import KafkaAuthError, KafkaSecurity
@@ -224,3 +224,7 @@ def kafka_security_from(protocol: str | None, mechanism: str | None, cafile: str
         return KafkaSecurity.from_env(protocol=protocol, mechanism=mechanism, cafile=cafile)
     except KafkaAuthError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(worker())

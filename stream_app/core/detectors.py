@@ -32,6 +32,8 @@ from typing import Protocol
 from urllib.parse import unquote_plus
 
 from schemas.records import Alert, FlowRecord, HttpTransaction
+from stream_app.core.redact import DEFAULT as DEFAULT_REDACT
+from stream_app.core.redact import uri_digest
 
 TCP, UDP, ICMP = 6, 17, 1
 MAX_TARGETS = 20
@@ -375,7 +377,7 @@ class Detectors:
             targets=targets[:MAX_TARGETS], vni=getattr(rec, "vni", None),
             interface_id=getattr(rec, "interface_id", None), window_start=float(ws),
             window_end=float(we), evidence={k: int(v) for k, v in evidence.items()},
-            summary=summary))
+            summary=DEFAULT_REDACT.redactor.text(summary)))
 
     # detectors -------------------------------------------------------------------------------
     def _port_scan(self, f: FlowRecord) -> None:
@@ -592,7 +594,8 @@ class Detectors:
             if memo in self._seen:
                 continue
             self._seen.add(memo)
-            e = st.add_distinct(("ha-4xx", src, ws), h.uri, exp)
+            # the state (Redis, in distributed mode) holds a digest, never the URI itself
+            e = st.add_distinct(("ha-4xx", src, ws), uri_digest(h.uri), exp)
             if e >= c.min_4xx and e >= c.min_4xx_share * n and \
                     st.once(("ha-4xx-fired", src, ws), exp, h.ts):
                 target = f"{h.dstaddr}:{h.dstport}"

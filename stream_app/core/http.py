@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from stream_app.core.redact import RedactConfig, redact_request
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PENDING = 64
@@ -44,8 +46,11 @@ START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, UNTIL_CLOSE, TUNN
 @dataclass(slots=True)
 class HttpConfig:
     keep_credentials: bool = False
-    """Keep the values of Authorization, Proxy-Authorization, Cookie and Set-Cookie (off:
-    they are redacted, keeping only the auth scheme and the cookie names)."""
+    """Keep the values of Authorization, Proxy-Authorization, Cookie and Set-Cookie, and the
+    credentials in URIs and Referer (off: they are redacted, keeping only the auth scheme, the
+    cookie names and the parameter names; stream_app/core/redact.py)."""
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    """Query parameter and path segment names redacted beside the defaults."""
     max_pending: int = MAX_PENDING
     """Requests awaiting a response per connection; older ones are reported as no_response."""
 
@@ -384,6 +389,8 @@ class MessageStream:
                 if attr == "set_cookie" and txn.set_cookie is not None:
                     value = f"{txn.set_cookie}, {value}"
             setattr(txn, attr, value)
+        if self.is_request and not conv.config.keep_credentials:
+            redact_request(txn, conv.config.redact)  # URI, Referer, Host: before anything keeps them
         # How long is the body?
         if self.is_request:
             if chunked:

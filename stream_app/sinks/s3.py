@@ -12,9 +12,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from stream_app.datadir import default_data_dir
 from stream_app.sinks.batching import Batcher, Bounds, Chunk, RecordKind, default_kinds
 from stream_app.sinks.parquet import FORMATS, encode
 from stream_app.sinks.spool import Spool
@@ -30,7 +31,7 @@ class S3Settings:
     prefix: str = ""
     fmt: str = "parquet"
     kms_key_id: str | None = None
-    data_dir: Path = Path("/var/lib/mirrorscope")
+    data_dir: Path = field(default_factory=default_data_dir)
     spool_max_bytes: int = 1 << 30
     bounds: Bounds = Bounds()
     endpoint_url: str | None = None
@@ -49,7 +50,7 @@ class S3Settings:
         kw = dict(bucket=env.get("MIRRORSCOPE_S3_BUCKET", ""),
                   prefix=env.get("MIRRORSCOPE_S3_PREFIX", ""),
                   kms_key_id=env.get("MIRRORSCOPE_S3_KMS_KEY_ID") or None,
-                  data_dir=Path(env.get("MIRRORSCOPE_DATA_DIR", "/var/lib/mirrorscope")),
+                  data_dir=default_data_dir(env),
                   endpoint_url=env.get("MIRRORSCOPE_S3_ENDPOINT_URL") or None,
                   region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None)
         kw.update({k: v for k, v in over.items() if v is not None})

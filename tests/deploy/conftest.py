@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deploy_helpers import CHART, NAMESPACE, NOTES, require_module, require_tool, run  # noqa: E402
 from deploy_plan import example_vars, tf_env, tfcheck_script  # noqa: E402
 
+DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"
+
 # --------------------------------------------------------------------------------------------
 # helm
 # --------------------------------------------------------------------------------------------
@@ -34,13 +36,16 @@ def helm() -> Path:
 
 @pytest.fixture(scope="session")
 def helm_template(helm):
-    """Render the chart: helm_template(*args) -> list of manifest dicts (cached per args)."""
+    """Render the chart: helm_template(*args) -> list of manifest dicts (cached per args).
+    Every render starts from ci/default-values.yaml (the defaults plus a generated state key,
+    without which the chart refuses to render: test_deploy_secure_defaults.py); ``args`` override it."""
     yaml = require_module("yaml")
     cache: dict[tuple[str, ...], list[dict]] = {}
 
     def render(*args: str) -> list[dict]:
         if args not in cache:
-            out = run([helm, "template", "ms", CHART, "--namespace", NAMESPACE, *args]).stdout
+            out = run([helm, "template", "ms", CHART, "--namespace", NAMESPACE,
+                       "-f", str(DEFAULT_VALUES), *args]).stdout
             cache[args] = [d for d in yaml.safe_load_all(out) if d]
         return cache[args]
 

@@ -44,7 +44,9 @@ EXPECTED_SUPPRESSIONS = {
 }
 SCANS = {
     "terraform": (["-d", "terraform", "--framework", "terraform"], {"terraform"}),
-    "helm-default": (["-d", "helm", "--framework", "helm", "dockerfile"], {"helm", "dockerfile"}),
+    # the defaults need a state-key choice to render at all (ci/default-values.yaml)
+    "helm-default": (["-d", "helm", "--framework", "helm", "dockerfile",
+                      "--var-file", str(CHART / "ci" / "default-values.yaml")], {"helm", "dockerfile"}),
     "helm-full": (["-d", "helm", "--framework", "helm", "--var-file", str(CHART / "ci" / "full-values.yaml")],
                   {"helm"}),
 }

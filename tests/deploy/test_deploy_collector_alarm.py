@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from deploy_plan import planned
 
 from deploy_helpers import require_module
-from services.collector_proc import Collector, metric_value
+from tests.services.collector_proc import Collector, metric_value
 
 boto3 = require_module("boto3")
 

@@ -31,6 +31,7 @@ RENDERS = {
     "full": ("-f", FULL),
     "deployment-hpa-kinesis": (
         "--set", "collector.enabled=true", "--set", "collector.kind=Deployment",
+        "--set", "collector.config.enrichment.discover=true",
         "--set", "stream.type=kinesis", "--set", "stream.kinesis.streamName=mirrorscope",
         "--set", "aws.region=us-east-1", "--set", "worker.autoscaling.enabled=true",
         "--set", "secret.existingSecret=mirrorscope-credentials",
@@ -69,15 +70,16 @@ def containers(doc):
 
 @pytest.mark.parametrize("values", ["default", "full"])
 def test_helm_lint_strict(helm, values):
-    args = ["-f", FULL] if values == "full" else []
+    args = ["-f", FULL] if values == "full" else ["-f", str(CHART / "ci" / "default-values.yaml")]
     out = run([helm, "lint", CHART, "--strict", "--namespace", NAMESPACE, *args]).stdout
     assert "0 chart(s) failed" in out
 
 
 def test_render_produces_the_expected_kinds(helm_template):
     kinds = lambda docs: sorted({d["kind"] for d in docs})  # noqa: E731
-    assert kinds(helm_template()) == [
-        "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    assert kinds(helm_template()) == [  # the Secret: the generated state key
+        "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service",
+        "ServiceAccount"]
     assert kinds(helm_template("-f", FULL)) == [
         "ConfigMap", "DaemonSet", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ScaledObject",
         "Secret", "Service", "ServiceAccount", "ServiceMonitor", "TriggerAuthentication"]

@@ -32,7 +32,7 @@ import pytest
 from deploy_plan import planned
 
 from deploy_helpers import CACHE, REPO, find_tool
-from stream_app.services.moto import moto_server_exe
+from tests.services.moto_service import moto_server_exe
 
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from lab_env import PREFIX, lab_up, serve_http  # noqa: E402

@@ -11,6 +11,7 @@ does not survive, since nothing is saved.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -67,8 +68,20 @@ class LocalRedis:
                "--appendonly", "no", "--dir", str(self.workdir), "--pidfile", str(self.pid_path),
                "--logfile", str(self.log_path)]
         if self.password:
-            cmd += ["--requirepass", self.password]
+            # In a file only we can read, never on the command line: `ps` shows that to all.
+            cmd.insert(1, str(self._auth_conf()))
         return cmd
+
+    def _auth_conf(self) -> Path:
+        """redis.conf holding ``requirepass`` (mode 0600), read as the first argument."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / "auth.conf"
+        esc = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{esc}"\n')
+        return path
 
     def start(self, timeout: float = 15.0) -> None:
         if self.running():

@@ -84,6 +84,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Name of the Secret holding the state key (stateKey.existingSecret, or the chart's own). */}}
+{{- define "mirrorscope.stateKeySecretName" -}}
+{{- default (printf "%s-state-key" (include "mirrorscope.fullname" .)) .Values.stateKey.existingSecret }}
+{{- end }}
+
+{{/* Fail the render when the workers would have no state key: they refuse to start without one. */}}
+{{- define "mirrorscope.requireStateKey" -}}
+{{- $k := .Values.stateKey }}
+{{- if not (or $k.existingSecret $k.value $k.generate) }}
+{{- fail "stateKey: the workers need a key to sign their flow state in Redis. Set stateKey.generate=true (a random key, kept across upgrades), stateKey.value=<at most 64 bytes, e.g. $(head -c 32 /dev/urandom | base64)> or stateKey.existingSecret=<name> (docs/deploy.md, State key)" }}
+{{- end }}
+{{- end }}
+
 {{/* The config file of every enabled workload, as YAML: component -> settings. */}}
 {{- define "mirrorscope.componentConfigs" -}}
 {{- $configs := dict }}

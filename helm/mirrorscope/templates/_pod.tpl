@@ -8,6 +8,7 @@ Call with (dict "root" $ "component" NAME "values" COMPONENT_VALUES "args" LIST 
   args       arguments after `mirrorscope` (e.g. list "worker")
   ports      extra container ports beyond health and metrics
   env        extra EnvVars computed by the workload's template
+  volumes    (optional) extra Volumes, and mounts: their VolumeMounts (e.g. the worker's state key)
 */}}
 {{- define "mirrorscope.podTemplate" -}}
 {{- $root := .root }}
@@ -112,6 +113,9 @@ spec:
         - name: data
           mountPath: /var/lib/mirrorscope
         {{- end }}
+        {{- with .mounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -126,6 +130,9 @@ spec:
     - name: data
       emptyDir:
         sizeLimit: {{ $v.dataSizeLimit }}
+    {{- end }}
+    {{- with .volumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with (default $root.Values.nodeSelector $v.nodeSelector) }}
   nodeSelector:
