@@ -135,6 +135,10 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
                    "authentication (SASL/OAUTHBEARER, tokens from the pod's role). The user and "
                    "password of PLAIN/SCRAM come only from the environment "
                    "(MIRRORSCOPE_KAFKA_SASL_USERNAME, MIRRORSCOPE_KAFKA_SASL_PASSWORD or _FILE).")
+# Only there to say where the password goes instead (the user and password come from the
+# environment: collectors/kafka_auth.py).
+@click.option("--kafka-sasl-password", envvar="MIRRORSCOPE_KAFKA_SASL_PASSWORD", hidden=True,
+              expose_value=False, callback=not_on_command_line)
 @click.option("--kafka-ca", default=None,
               help="CA bundle that verifies the brokers [default: MIRRORSCOPE_KAFKA_CA, else "
                    "the system's CAs].")

@@ -27,10 +27,12 @@ class Container:
     env: dict[str, str]
     env_sources: dict[str, str]   # variable -> where it came from (ConfigMap/Secret name, "env")
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # mountPath -> {file: text}
+    file_modes: dict[str, int] = field(default_factory=dict)        # mountPath -> file mode
     empty_dirs: list[str] = field(default_factory=list)             # mountPaths of emptyDirs
     ports: dict[str, int] = field(default_factory=dict)
     run_as_user: int | None = None
     run_as_group: int | None = None
+    fs_group: int | None = None
     read_only_root: bool = False
     readiness_path: str | None = None
     replicas: int = 1
@@ -95,7 +97,7 @@ def containers(manifests: list[dict], pod_name: str = "{component}-0") -> list[C
                         kind = "Secret" if "secretKeyRef" in vf else "ConfigMap"
                         env[e["name"]] = _data(by_kind[(kind, ref["name"])])[ref["key"]]
                 sources[e["name"]] = "env"
-            files, empty = {}, []
+            files, file_modes, empty = {}, {}, []
             for vm in c.get("volumeMounts", []):
                 vol = volumes[vm["name"]]
                 if "configMap" in vol or "secret" in vol:
@@ -104,6 +106,8 @@ def containers(manifests: list[dict], pod_name: str = "{component}-0") -> list[C
                     data = _data(by_kind[(kind, src.get("name") or src.get("secretName"))])
                     items = src.get("items") or [{"key": k, "path": k} for k in data]
                     files[vm["mountPath"]] = {it["path"]: data[it["key"]] for it in items}
+                    # Kubernetes' default mode of ConfigMap and Secret volume files is 0644
+                    file_modes[vm["mountPath"]] = int(src.get("defaultMode", 0o644))
                 elif "emptyDir" in vol:
                     empty.append(vm["mountPath"])
             sc = {**pod_sc, **(c.get("securityContext") or {})}
@@ -113,7 +117,8 @@ def containers(manifests: list[dict], pod_name: str = "{component}-0") -> list[C
             out.append(Container(
                 workload=m["metadata"]["name"], kind=m["kind"], component=c["name"],
                 command=list(c.get("command") or []), args=[str(a) for a in c.get("args") or []],
-                env=env, env_sources=sources, files=files, empty_dirs=empty, ports=ports,
+                env=env, env_sources=sources, files=files, file_modes=file_modes,
+                empty_dirs=empty, ports=ports, fs_group=pod_sc.get("fsGroup"),
                 run_as_user=sc.get("runAsUser"), run_as_group=sc.get("runAsGroup"),
                 read_only_root=bool(sc.get("readOnlyRootFilesystem")), readiness_path=rp,
                 replicas=int(m["spec"].get("replicas") or 1)))

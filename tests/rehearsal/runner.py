@@ -69,8 +69,14 @@ class Pod:
         for path, files in self.c.files.items():
             d = mounts / str(n)
             d.mkdir()
+            os.chmod(d, 0o755)
             for fname, text in files.items():
-                (d / fname).write_text(text)
+                f = d / fname
+                f.write_text(text)
+                # as the kubelet lays them out: the volume's mode, group fsGroup
+                os.chmod(f, self.c.file_modes.get(path, 0o644))
+                if self.c.fs_group is not None:
+                    os.chown(f, 0, self.c.fs_group)
             (mounts / f"{n}.path").write_text(path)
             Path(path).mkdir(parents=True, exist_ok=True)  # the mount point, as the image has it
             n += 1
