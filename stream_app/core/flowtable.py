@@ -17,7 +17,7 @@ A flow ends
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
@@ -51,6 +51,10 @@ class FlowConfig:
     close_linger: float = 5.0
     """Seconds a flow stays open after FIN/FIN or RST to collect the last packets (Zeek's
     tcp_close_delay)."""
+    max_flows: int = 1_000_000
+    """Flows held at once (about 1 KB each, more with HTTP state). A new flow past it ends
+    the flow started longest ago first (end_reason "evicted", counted in
+    stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
 
 
 @dataclass(slots=True)
@@ -129,8 +133,12 @@ class FlowTable:
     config: FlowConfig = field(default_factory=FlowConfig)
     l7: L7 | None = None
     """Application-layer analysis (HTTP) of TCP flows; None: flows only."""
-    flows: dict = field(default_factory=dict)
+    flows: dict = field(default_factory=OrderedDict)
+    """key -> Flow, oldest first: evicting the oldest is O(1) (popitem), where deleting
+    the first key of a plain dict degrades as deleted slots pile up at its front."""
     stats: Counter = field(default_factory=Counter)
+    errors: list = field(default_factory=list)
+    """The first few exceptions the flow boundary caught, as text (for logs and summaries)."""
 
     def __post_init__(self) -> None:
         c = self.config
@@ -141,6 +149,7 @@ class FlowTable:
         self._timers: list[tuple[int, int, tuple]] = []  # (deadline, tiebreak, key)
         self._tick = 0
         self.now_ns = 0
+        self._max_flows = max(1, c.max_flows)
 
     # -- packets ----------------------------------------------------------------------------
     def add(self, r: PacketRecord) -> list[FlowRecord]:
@@ -150,16 +159,53 @@ class FlowTable:
     def add_batch(self, batch) -> list[FlowRecord]:
         """Account packets in order; returns the flow records they completed.
 
+        Nothing raises out of here: a packet on which the table's own code fails is counted
+        (stats["packet_errors"], its exception kept in ``errors``) and the batch goes on with
+        the next packet, so one bad record never loses the others or the open flows."""
+        out: list[FlowRecord] = []
+        it = iter(batch)
+        while True:
+            try:
+                self._add_batch(it, out)
+                return out
+            except Exception as exc:  # noqa: BLE001 - the flow boundary: count, never crash
+                self.stats["packet_errors"] += 1
+                self._note_error("packet", exc)
+
+    def _note_error(self, where: str, exc: BaseException) -> None:
+        if len(self.errors) < 10:
+            self.errors.append(f"{where}: {type(exc).__name__}: {exc}"[:300])
+
+    def _l7_failed(self, f: Flow, exc: BaseException) -> None:
+        """The HTTP analysis of one flow raised: report what it had, tagged analyzer_error,
+        and go on with the flow's packets and counts but no more L7 for it."""
+        self.stats["l7_errors"] += 1
+        self._note_error("l7", exc)
+        try:
+            self.l7.abandon(f)
+        except Exception as exc2:  # noqa: BLE001
+            self._note_error("l7", exc2)
+        f.l7 = False
+        f.l7_held = None
+
+    def _l7_end(self, f: Flow) -> None:
+        try:
+            self.l7.flow_end(f)
+        except Exception as exc:  # noqa: BLE001 - the flow boundary
+            self._l7_failed(f, exc)
+
+    def _add_batch(self, it, out: list[FlowRecord]) -> None:
+        """The loop of add_batch, over an iterator so that it resumes after a failed packet.
+
         This is the per-packet hot path, so it binds everything to locals once per batch,
         builds the key of a port protocol inline, and lets a TCP segment that cannot change
         the connection's state (the same flags, direction and states as one already applied)
         skip the state machine."""
-        out: list[FlowRecord] = []
         flows_get = self.flows.get
         l7_undecided = self.l7.undecided if self.l7 is not None else None
         linger, active = self._linger, self._active
         now = self.now_ns
-        for r in batch:
+        for r in it:
             ts = r.ts_ns
             if ts > now:
                 now = ts
@@ -193,7 +239,7 @@ class FlowTable:
                     else:  # first packet after expire() split the flow (first_ns was 0)
                         f.first_ns = ts
             if f is None:
-                f = self._new(key, fwd, r)
+                f = self._new(key, fwd, r, out)
             is_orig = fwd == f.orig_fwd
             plen = r.payload_len
             if is_orig:
@@ -213,10 +259,13 @@ class FlowTable:
             if proto == TCP:
                 a = f.l7
                 if a is not False:
-                    if a is None:
-                        l7_undecided(f, r, is_orig)
-                    elif plen or a.orig.pending or a.resp.pending:
-                        a.packet(r, is_orig)  # a pure ACK only matters while a hole waits
+                    try:  # the flow boundary: hostile payload must not end the batch
+                        if a is None:
+                            l7_undecided(f, r, is_orig)
+                        elif plen or a.orig.pending or a.resp.pending:
+                            a.packet(r, is_orig)  # a pure ACK only matters while a hole waits
+                    except Exception as exc:  # noqa: BLE001
+                        self._l7_failed(f, exc)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
@@ -224,9 +273,8 @@ class FlowTable:
                     self.now_ns = now
                     self._tcp(f, kind, ts)
         self.now_ns = now
-        return out
 
-    def _new(self, key: tuple, fwd: bool, r: PacketRecord) -> Flow:
+    def _new(self, key: tuple, fwd: bool, r: PacketRecord, out: list[FlowRecord]) -> Flow:
         # The sender of the first packet originates the flow, unless it looks like the answer:
         # a SYN-ACK, or (with no SYN seen) a packet from a well-known port to an ephemeral one.
         # Zeek flips the same way and marks it with '^'.
@@ -251,6 +299,8 @@ class FlowTable:
         f.idle_ns = self._idle
         if r.proto == TCP and self.l7 is not None:
             f.l7 = None
+        if len(self.flows) >= self._max_flows:
+            self._evict(out)
         self.flows[key] = f
         self.stats["flows_started"] += 1
         self._schedule(f.first_ns + self._idle, key)
@@ -348,7 +398,7 @@ class FlowTable:
         out = self.expire()
         for f in self.flows.values():
             if f.l7:
-                self.l7.flow_end(f)
+                self._l7_end(f)
         out += [self._record(f, f.close_reason or "eof") for f in self.flows.values()
                 if f.orig_pkts + f.resp_pkts]
         self.stats["flows_ended"] += len(self.flows)
@@ -356,10 +406,27 @@ class FlowTable:
         self._timers.clear()
         return out
 
+    def _evict(self, out: list[FlowRecord]) -> None:
+        """Make room for a new flow: end the one started longest ago (O(1))."""
+        _, f = self.flows.popitem(last=False)
+        self.stats["flows_evicted"] += 1
+        self.stats["flows_ended"] += 1
+        if f.l7:
+            self._l7_end(f)
+        if f.orig_pkts or f.resp_pkts:
+            out.append(self._record(f, "evicted"))
+        # Evicted flows leave their timers behind (skipped lazily when they come due); past
+        # twice the live flows, rebuild the heap so it stays bounded too.
+        if len(self._timers) > 2 * len(self.flows) + 1024:
+            self._timers = [(self._deadline(g), i, k) for i, (k, g) in
+                            enumerate(self.flows.items())]
+            heapq.heapify(self._timers)
+            self._tick = len(self._timers)
+
     def _end(self, f: Flow, reason: str, out: list[FlowRecord]) -> None:
         del self.flows[f.key]
         if f.l7:
-            self.l7.flow_end(f)
+            self._l7_end(f)
         self.stats["flows_ended"] += 1
         if f.orig_pkts or f.resp_pkts:  # an active-timeout split may leave nothing to report
             out.append(self._record(f, reason))
