@@ -152,6 +152,8 @@ class EmbeddedConfig(msgspec.Struct, forbid_unknown_fields=True):
     active_timeout: float = 60.0
     close_linger: float = 5.0
     tick_s: float = 1.0
+    max_flows: int = 1_000_000
+    """Flows the in-process core holds at once (stream_app.core.flowtable.FlowConfig)."""
 
 
 class EnrichmentConfig(msgspec.Struct, forbid_unknown_fields=True):

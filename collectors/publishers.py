@@ -76,6 +76,10 @@ class Publisher:
         self.stats = stats
         self.collector_id = collector_id
         self.enricher = enricher
+
+    def core_stats(self) -> dict | None:
+        """The in-process core's counters (embedded mode only), for the summary."""
+        return None
         self._enc = msgspec.msgpack.Encoder()
         self.loss = LossLog(log)
         self._seq = 0
@@ -672,7 +676,8 @@ class EmbeddedPublisher(Publisher):
         self.live = live
         self.core = Processor(CoreConfig(flows=FlowConfig(
             idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
-            close_linger=cfg.close_linger)))
+            close_linger=cfg.close_linger, max_flows=cfg.max_flows)))
+        self._errors_logged = 0
         self.out_dir = Path(cfg.out_dir)
         self.outputs = LocalOutputs(self.out_dir)
         self._next_tick = 0.0
@@ -699,9 +704,29 @@ class EmbeddedPublisher(Publisher):
         if now >= self._next_tick:
             self._next_tick = now + self.cfg.tick_s
             self._write(self.core.tick(time.time_ns() if self.live else None))
+            self._log_errors()
+
+    def _log_errors(self) -> None:
+        """A warning (at most once a tick) when the core caught errors since the last one:
+        they are counted, not fatal, but someone should look."""
+        st = self.core.stats()
+        n = st["packet_errors"] + st["l7_errors"] + st["detector_errors"]
+        if n > self._errors_logged:
+            log.warning("stream core caught errors", extra={
+                "packet_errors": st["packet_errors"], "l7_errors": st["l7_errors"],
+                "detector_errors": st["detector_errors"], "first": self.core.errors[:3]})
+            self._errors_logged = n
+
+    def core_stats(self) -> dict:
+        st = self.core.stats()
+        # Flat (the supervisor sums snapshots one level deep): http_tag_<tag> = count.
+        for k, v in sorted(self.outputs.http_summary.tags.items()):
+            st[f"http_tag_{k}"] = v
+        return st
 
     def close(self, timeout: float = 0.0) -> None:
         self._write(self.core.finish())
+        self._log_errors()
         self.outputs.close()
 
 

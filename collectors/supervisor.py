@@ -204,7 +204,7 @@ class Supervisor:
     def totals(self) -> dict:
         t = _empty()
         for _, snap in self.per_worker():
-            t = add_snapshots(t, {k: v for k, v in snap.items() if k in t})
+            t = add_snapshots(t, {k: v for k, v in snap.items() if k in t or k == "core"})
         snmp = udp_snmp()
         t["kernel_rcvbuf_errors"] = max(0, snmp.get("RcvbufErrors", 0)
                                         - self.snmp_base.get("RcvbufErrors", 0))
