@@ -221,6 +221,10 @@ class FlowTable:
                     key, fwd = (r.vni, proto, dst, dp, src, sp), False
             f = flows_get(key)
             if f is not None:
+                if ts < f.last_ns:
+                    # A capture clock stepping back (merged files, NTP): a flow's own time
+                    # never goes back, so no duration is negative and no timer misfires.
+                    ts = f.last_ns
                 if f.closing_ns:
                     if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
                         self._end(f, f.close_reason, out)

@@ -36,6 +36,7 @@ _RESYNC_REQUEST = re.compile(rb"(?:%s) [^\s]+ HTTP/1\.[01]\r?\n" % b"|".join(_ME
 _RESYNC_RESPONSE = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r\n]")
 
 REDACTED = "[redacted]"
+_HEXDIGITS = b"0123456789abcdefABCDEF"
 
 # Framer states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, UNTIL_CLOSE, TUNNEL, LOST = range(10)
@@ -157,6 +158,22 @@ class MessageStream:
             # Lost bytes at a message boundary held the start of a message: charge it to the
             # exchange it belonged to, so that the messages after it still pair correctly.
             self.conv.lost_message(self.is_request, ts)
+        self.conv.stats_lost += 1
+        self.state = LOST
+        self.buf = b""
+
+    def jump(self, n: int, ts: int) -> None:
+        """The sequence numbers jumped beyond any TCP window (reassembly): unlike a gap of
+        known length, it says nothing of how many messages were missed, so none is charged
+        at a message boundary (that mispaired every later response); a message in progress
+        is cut and tagged gap, and framing resynchronises on the next start line."""
+        st = self.state
+        if st in (UNTIL_CLOSE, TUNNEL):
+            self.gap(n, ts)
+            return
+        if self.txn is not None:
+            self.txn.tag("gap")
+            self._end_message(ts, complete=False)
         self.conv.stats_lost += 1
         self.state = LOST
         self.buf = b""
@@ -292,11 +309,12 @@ class MessageStream:
                     return
                 line = buf[pos:eol].split(b";", 1)[0].strip()
                 pos = eol + 1
-                try:
-                    size = int(line, 16)
-                except ValueError:
+                # RFC 9112 7.1: 1*HEXDIG. int(x, 16) alone also takes 0x10, 1_0 and +10,
+                # which servers read differently (a smuggling vector).
+                if not line or len(line) > 16 or line.strip(_HEXDIGITS):
                     self._framing_error(ts)
                     continue
+                size = int(line, 16)
                 if size < 0 or size > 1 << 62:
                     self._framing_error(ts)
                     continue

@@ -97,6 +97,7 @@ class Processor:
             out["http_flows"] = self.l7.http_flows
             out["reassembly_gaps"] = st.gaps
             out["reassembly_cap_hits"] = st.cap_hits
+            out["reassembly_jumps"] = st.jumps
         if self.detectors is not None:
             ds = getattr(self.detectors.state, "stats", None) or {}
             out["detector_keys_evicted"] = ds.get("evicted_keys", 0)

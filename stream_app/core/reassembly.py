@@ -101,7 +101,7 @@ class Direction:
                 self._drain()
             return
         dist = ((seq - nxt + HALF) & MASK) - HALF
-        if dist >= MAX_WINDOW or dist < -MAX_WINDOW:
+        if dist >= MAX_WINDOW or dist <= -MAX_WINDOW:
             self._jump(seq, ts)
             self._deliver(payload, wire_len, ts)
             return
@@ -176,7 +176,13 @@ class Direction:
         if hole:
             self.stats.gaps += 1
             self.stats.gap_bytes += hole
-            self.consumer.gap(hole, ts)
+            # How much is really missing is unknown (the numbers jumped): a consumer that
+            # can tell a jump from a gap of known length is told so.
+            jump = getattr(self.consumer, "jump", None)
+            if jump is not None:
+                jump(hole, ts)
+            else:
+                self.consumer.gap(hole, ts)
         self.next_seq = seq
 
     def _deliver(self, payload: bytes, wire_len: int, ts: int) -> None:
