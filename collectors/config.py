@@ -170,7 +170,9 @@ class EnrichmentConfig(msgspec.Struct, forbid_unknown_fields=True):
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True):
     """HTTP health check for the NLB target group (200 while a worker receives, else 503)."""
 
-    address: str = "0.0.0.0"
+    address: str | None = None
+    """None: the VXLAN listen address (listen.address), so `--listen 127.0.0.1` exposes
+    nothing on other interfaces."""
     port: int = 8081
     path: str = "/healthz"
     enabled: bool = True
@@ -179,7 +181,8 @@ class HealthConfig(msgspec.Struct, forbid_unknown_fields=True):
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Prometheus exposition, served by the parent process for all workers."""
 
-    address: str = "0.0.0.0"
+    address: str | None = None
+    """None: the VXLAN listen address (listen.address)."""
     port: int = 9108
     path: str = "/metrics"
     enabled: bool = True

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -211,8 +212,12 @@ class Supervisor:
         return t
 
     # -- HTTP -------------------------------------------------------------------------------
-    def _serve(self, address: str, port: int, handler) -> ThreadingHTTPServer:
-        srv = ThreadingHTTPServer((address, port), handler)
+    def _serve(self, address: str | None, port: int, handler) -> ThreadingHTTPServer:
+        # Unset: bind where the VXLAN socket listens (the endpoints used to take 0.0.0.0
+        # whatever --listen said).
+        address = address or self.cfg.listen.address
+        cls = _HTTPServer6 if ":" in address else ThreadingHTTPServer
+        srv = cls((address, port), handler)
         srv.daemon_threads = True
         t = threading.Thread(target=srv.serve_forever, name=f"http-{port}", daemon=True)
         t.start()
@@ -242,7 +247,8 @@ class Supervisor:
         if hc.enabled:
             srv = self._serve(hc.address, hc.port, Health)
             self.health_port = srv.server_address[1]
-            log.info("health endpoint", extra={"address": hc.address, "port": self.health_port,
+            log.info("health endpoint", extra={"address": srv.server_address[0],
+                                               "port": self.health_port,
                                                "path": hc.path})
         if mc.enabled:
             from prometheus_client import CollectorRegistry
@@ -268,7 +274,8 @@ class Supervisor:
 
             srv = self._serve(mc.address, mc.port, Metrics)
             self.metrics_port = srv.server_address[1]
-            log.info("metrics endpoint", extra={"address": mc.address, "port": self.metrics_port,
+            log.info("metrics endpoint", extra={"address": srv.server_address[0],
+                                                "port": self.metrics_port,
                                                 "path": mc.path})
 
     # -- main ---------------------------------------------------------------------------------
@@ -312,6 +319,10 @@ class Supervisor:
                                              "published": totals["published"],
                                              "reconciled": not problems})
         return summary
+
+
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _MetricsCollector:

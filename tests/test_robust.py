@@ -285,3 +285,121 @@ def test_backwards_timestamps_never_give_negative_durations():
     assert len(flows) == 1
     f = flows[0]
     assert f.duration >= 0 and f.end >= f.start and f.packets == len(c.pkts)
+
+
+# -- capture files (Low) ------------------------------------------------------------------------
+
+def _capture_bytes(tmp_path: Path, n_flows: int = 20) -> tuple[bytes, int]:
+    frames = capture_of(tcp_flows(n_flows))
+    p = tmp_path / "plain.pcap"
+    write_pcap(p, frames)
+    return p.read_bytes(), len(frames)
+
+
+def _analyze(args: list[str], **kw) -> dict:
+    p = subprocess.run([MIRRORSCOPE, "analyze", *args, "--json", "--no-progress"],
+                       capture_output=True, timeout=60, **kw)
+    assert p.returncode == 0, p.stderr.decode()
+    return json.loads(p.stdout)
+
+
+def test_gzip_capture_through_a_fifo(tmp_path):
+    """It used to hang: the file was opened a second time to decompress it."""
+    import gzip
+    import os
+    import threading
+    data, n = _capture_bytes(tmp_path)
+    fifo = tmp_path / "cap.pcap.gz"
+    os.mkfifo(fifo)
+
+    def writer():
+        with open(fifo, "wb") as f:
+            f.write(gzip.compress(data))
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    s = _analyze([str(fifo), "--out", str(tmp_path / "out")])
+    t.join(5)
+    assert s["frames"] == s["decoded"] == n and not s["problems"]
+
+
+def test_gzip_capture_on_stdin(tmp_path):
+    """It used to say "unknown format (starts with nothing)"."""
+    import gzip
+    data, n = _capture_bytes(tmp_path)
+    s = _analyze(["/dev/stdin", "--out", str(tmp_path / "out")], input=gzip.compress(data))
+    assert s["frames"] == s["decoded"] == n
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_damaged_gzip_keeps_every_recoverable_record(tmp_path, fast):
+    """A damaged gzip used to lose up to the last MiB decompressed before the damage."""
+    import gzip
+    import random
+    import zlib
+    from stream_app.embedded import analyze
+    rnd = random.Random(3)
+    # 3 MB of records with incompressible payloads, cut 100 kB before the end of the stream.
+    frames = [capture_of(tcp_flows(1))[0][:42] + rnd.randbytes(900) for _ in range(3200)]
+    p = tmp_path / "plain.pcap"
+    write_pcap(p, frames)
+    gz = gzip.compress(p.read_bytes())
+    cut = gz[:len(gz) - 100_000]
+    recoverable = zlib.decompressobj(wbits=31).decompress(cut)
+    expected = 0
+    pos = 24
+    while pos + 16 <= len(recoverable):
+        caplen = struct.unpack_from("<I", recoverable, pos + 8)[0]
+        if pos + 16 + caplen > len(recoverable):
+            break
+        expected += 1
+        pos += 16 + caplen
+    bad = tmp_path / "cut.pcap.gz"
+    bad.write_bytes(cut)
+    res = analyze([bad], tmp_path / "out", fast=fast, l7=None, detect=None)
+    assert expected > 2000 and res.frames == expected
+    assert any("damaged compressed data" in p or "ends inside a record" in p for p in res.problems)
+
+
+def _pcapng(blocks: list[tuple[int, bytes]]) -> bytes:
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = len(body) + 12
+        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+    shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+    out = block(0x0A0D0D0A, shb) + block(1, struct.pack("<HHI", 1, 0, 65535))
+    for iface, frame in blocks:
+        out += block(6, struct.pack("<IIIII", iface, 0, 1000, len(frame), len(frame)) + frame)
+    return out
+
+
+def test_pcapng_block_naming_an_undefined_interface_is_skipped_not_fatal(tmp_path):
+    frames = capture_of(tcp_flows(5))
+    blocks = [(0, f) for f in frames]
+    blocks.insert(10, (7, frames[0]))  # interface 7 was never described
+    p = tmp_path / "bad-iface.pcapng"
+    p.write_bytes(_pcapng(blocks))
+    s = _analyze([str(p), "--out", str(tmp_path / "out")])
+    assert s["frames"] == s["decoded"] == len(frames)
+    assert any("interface 7" in m and "skipped" in m for m in s["problems"])
+
+
+# -- the collector's endpoints (Low) ------------------------------------------------------------
+
+def test_collector_endpoints_bind_the_listen_address_unless_told_otherwise(tmp_path):
+    c = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(_udp_port()),
+                   "--health-port", "0", "--metrics-port", "0"], tmp_path).start()
+    try:
+        c.wait_ready()
+        assert c.events("health endpoint")[0]["address"] == "127.0.0.1"
+        assert c.events("metrics endpoint")[0]["address"] == "127.0.0.1"
+        assert c.health()[0] == 200
+    finally:
+        c.stop()
+    c2 = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(_udp_port()),
+                    "--health-port", "0", "--metrics-port", "0"], tmp_path / "2",
+                   env={"MIRRORSCOPE_METRICS_ADDRESS": "0.0.0.0"}).start()
+    try:
+        c2.wait_ready()
+        assert c2.events("metrics endpoint")[0]["address"] == "0.0.0.0"
+    finally:
+        c2.stop()
