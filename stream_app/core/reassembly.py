@@ -136,7 +136,10 @@ class Direction:
         self.pending_bytes += len(payload)
         if self.pending_bytes > self.cap:
             st.cap_hits += 1
-            self._skip_hole(ts)
+            # Until it fits: one skip drains only up to the next hole, and scattered
+            # segments would let the buffer creep past its cap.
+            while self.pending_bytes > self.cap and self.pending:
+                self._skip_hole(ts)
 
     def acked(self, ack: int, ts: int) -> None:
         """The peer acknowledged everything before ``ack``: a hole below it was received but
