@@ -167,3 +167,22 @@ def test_rows_after_a_worker_replay_and_a_sink_kill_equal_distinct_ids(kafka, mo
     want = sorted((msgspec.to_builtins(f) for f in flows), key=lambda d: d["flow_id"])
     assert [{k: g[k] for k in ("flow_id", "packets", "bytes", "srcaddr")} for g in got] == \
         [{k: w[k] for k in ("flow_id", "packets", "bytes", "srcaddr")} for w in want]
+
+
+def test_views_resolve_against_their_tables():
+    """Every view parses as Trino SQL (Athena's view dialect), reads only its table's columns
+    and partitions, and lists them all, in the table's order."""
+    from sqlglot import exp
+    from sqlglot.optimizer.qualify import qualify
+
+    from schemas.athena.generate import ID_COLUMNS, tables
+    for name, (typ, _) in tables().items():
+        cols = [n for n, _ in columns(typ)] + ["dt", "hour"]
+        view = sqlglot.parse_one((VIEW_DIR / f"{name}_unique.sql").read_text(), read="trino")
+        query = view.expression
+        qualify(query, schema={"mirrorscope": {name: {c: "string" for c in cols}}},
+                dialect="trino", validate_qualify_columns=True)
+        assert query.named_selects == cols
+        assert {t.name for t in query.find_all(exp.Table)} == {name}
+        window = next(query.find_all(exp.Window))
+        assert [c.name for c in window.args["partition_by"]] == [ID_COLUMNS[name]]
