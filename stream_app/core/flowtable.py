@@ -52,9 +52,9 @@ class FlowConfig:
     """Seconds a flow stays open after FIN/FIN or RST to collect the last packets (Zeek's
     tcp_close_delay)."""
     max_flows: int = 1_000_000
-    """Flows held at once (about 1 KB each, more with HTTP state). A new flow past it ends
-    the flow started longest ago first (end_reason "evicted", counted in
-    stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
+    """Flows held at once (about 2 KB each in RSS, more with HTTP state; docs/robustness.md).
+    A new flow past it ends the flow started longest ago first (end_reason "evicted", counted
+    in stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
 
 
 @dataclass(slots=True)
