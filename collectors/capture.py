@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ class ReadStats:
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
     linktypes: set[int] = field(default_factory=set)
+    skipped_blocks: int = 0
+    """pcapng packet blocks that could not be read (an undefined interface): skipped, counted."""
 
 
 class _Reader:
@@ -67,21 +70,28 @@ class _Reader:
         except OSError:
             self.size = 0
 
-    def _safe_read(self, n: int) -> bytes:
-        """Read; damaged compressed data ends the file with a described problem."""
+    def _safe_read(self, n: int, one: bool = False) -> bytes:
+        """Read (``one``: what one underlying read gives, at most n); damaged compressed data
+        ends the file with a described problem."""
         try:
-            return self.f.read(n)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            self.stats.problems.append(f"{self.name}: damaged compressed data ({exc}); the rest was skipped")
+            return self.f.read1(n) if one else self.f.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            self._damaged(exc)
             return b""
 
     def readinto(self, view) -> int:
-        """Read into a buffer; damaged compressed data ends the file with a described problem."""
+        """Read into a buffer what one underlying read gives: a damaged gzip stream then
+        raises only after every byte decompressed before the damage was returned (a full
+        read of 1 MiB raised with up to that much decompressed and lost); a FIFO's data
+        comes as it arrives."""
         try:
-            return self.f.readinto(view)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            self.stats.problems.append(f"{self.name}: damaged compressed data ({exc}); the rest was skipped")
+            return self.f.readinto1(view)
+        except (OSError, EOFError, zlib.error) as exc:
+            self._damaged(exc)
             return 0
+
+    def _damaged(self, exc: BaseException) -> None:
+        self.stats.problems.append(f"{self.name}: damaged compressed data ({exc}); the rest was skipped")
 
     def position(self) -> int:
         try:
@@ -91,6 +101,8 @@ class _Reader:
 
     def close(self) -> None:
         self.f.close()
+        if self._raw is not self.f:  # GzipFile leaves a file object it was given open
+            self._raw.close()
 
 
 class PcapReader(_Reader):
@@ -111,7 +123,7 @@ class PcapReader(_Reader):
     def chunks(self) -> Iterator[bytes]:
         """Raw chunks of the record area, in order; the consumer carries partial records."""
         while True:
-            data = self._safe_read(CHUNK)
+            data = self._safe_read(CHUNK, one=True)
             if not data:
                 return
             yield data
@@ -223,9 +235,19 @@ class PcapngReader(_Reader):
                     iface, hi, lo, caplen, origlen = struct.unpack(e + "IIIII", body[:20])
                 else:
                     iface, _, hi, lo, caplen, origlen = struct.unpack(e + "HHIIII", body[:20])
-                if iface >= len(ifaces) or caplen > len(body) - 20:
+                if caplen > len(body) - 20:
                     self.corrupt(blen)
                     return
+                if iface >= len(ifaces):
+                    # One bad block is no reason to stop the file: the block's length is
+                    # sound, so skip it, count it and go on.
+                    self.stats.skipped_blocks += 1
+                    if self.stats.skipped_blocks == 1:
+                        self.stats.problems.append(
+                            f"{self.name}: a packet block names interface {iface}, which the "
+                            f"section does not define (after {self.stats.frames} frames); such "
+                            "blocks are skipped and counted in skipped_blocks")
+                    continue
                 lt, num, div = ifaces[iface]
                 ts = (hi << 32) | lo
                 self.stats.frames += 1
@@ -269,6 +291,31 @@ def _tsresol(options: bytes, e: str) -> tuple[int, int]:
     return 1_000, 1
 
 
+class _Prefixed:
+    """A binary file with bytes already read from it put back in front (for GzipFile)."""
+
+    def __init__(self, head: bytes, f: BinaryIO):
+        self._head = head
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return self._f.read(n)
+        if n is None or n < 0:
+            data, self._head = self._head + self._f.read(), b""
+            return data
+        data, self._head = self._head[:n], self._head[n:]
+        if len(data) < n:
+            data += self._f.read(n - len(data))
+        return data
+
+    def tell(self) -> int:
+        return self._f.tell() - len(self._head)
+
+    def close(self) -> None:
+        self._f.close()
+
+
 def open_capture(path: str | Path) -> PcapReader | PcapngReader:
     """Open a pcap or pcapng file, gzip-compressed or not. Raises CaptureError with a
     user-facing message for a missing, unreadable or unknown-format file."""
@@ -284,11 +331,12 @@ def open_capture(path: str | Path) -> PcapReader | PcapngReader:
     try:
         magic = f.read(4)
         if magic[:2] == GZIP_MAGIC:
-            f.close()
-            f = gzip.open(p, "rb")  # type: ignore[assignment]
+            # Decompress the stream already open, its first bytes put back: opening the path
+            # again hung on a FIFO and read an empty /dev/stdin.
+            f = gzip.GzipFile(fileobj=_Prefixed(magic, f), mode="rb")  # type: ignore[assignment]
             try:
                 magic = f.read(4)
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise CaptureError(f"{p}: damaged gzip data: {exc}") from exc
         if magic in PCAP_MAGICS:
             rest = f.read(20)

@@ -173,6 +173,8 @@ class EmbeddedConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Output files are rotated at this size or age (stream_app/sinks/live.py: naming)."""
     status_s: float = 10.0
     """A one-line status is logged this often (0: never)."""
+    max_flows: int = 1_000_000
+    """Flows the in-process core holds at once (stream_app.core.flowtable.FlowConfig)."""
 
 
 class EnrichmentConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -189,7 +191,9 @@ class EnrichmentConfig(msgspec.Struct, forbid_unknown_fields=True):
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True):
     """HTTP health check for the NLB target group (200 while a worker receives, else 503)."""
 
-    address: str = "0.0.0.0"
+    address: str | None = None
+    """None: the VXLAN listen address (listen.address), so `--listen 127.0.0.1` exposes
+    nothing on other interfaces."""
     port: int = 8081
     path: str = "/healthz"
     enabled: bool = True
@@ -198,7 +202,8 @@ class HealthConfig(msgspec.Struct, forbid_unknown_fields=True):
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
     """Prometheus exposition, served by the parent process for all workers."""
 
-    address: str = "0.0.0.0"
+    address: str | None = None
+    """None: the VXLAN listen address (listen.address)."""
     port: int = 9108
     path: str = "/metrics"
     enabled: bool = True

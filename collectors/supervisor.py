@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -205,15 +206,19 @@ class Supervisor:
     def totals(self) -> dict:
         t = _empty()
         for _, snap in self.per_worker():
-            t = add_snapshots(t, {k: v for k, v in snap.items() if k in t})
+            t = add_snapshots(t, {k: v for k, v in snap.items() if k in t or k == "core"})
         snmp = udp_snmp()
         t["kernel_rcvbuf_errors"] = max(0, snmp.get("RcvbufErrors", 0)
                                         - self.snmp_base.get("RcvbufErrors", 0))
         return t
 
     # -- HTTP -------------------------------------------------------------------------------
-    def _serve(self, address: str, port: int, handler) -> ThreadingHTTPServer:
-        srv = ThreadingHTTPServer((address, port), handler)
+    def _serve(self, address: str | None, port: int, handler) -> ThreadingHTTPServer:
+        # Unset: bind where the VXLAN socket listens (the endpoints used to take 0.0.0.0
+        # whatever --listen said).
+        address = address or self.cfg.listen.address
+        cls = _HTTPServer6 if ":" in address else ThreadingHTTPServer
+        srv = cls((address, port), handler)
         srv.daemon_threads = True
         t = threading.Thread(target=srv.serve_forever, name=f"http-{port}", daemon=True)
         t.start()
@@ -243,7 +248,8 @@ class Supervisor:
         if hc.enabled:
             srv = self._serve(hc.address, hc.port, Health)
             self.health_port = srv.server_address[1]
-            log.info("health endpoint", extra={"address": hc.address, "port": self.health_port,
+            log.info("health endpoint", extra={"address": srv.server_address[0],
+                                               "port": self.health_port,
                                                "path": hc.path})
         if mc.enabled:
             from prometheus_client import CollectorRegistry
@@ -269,7 +275,8 @@ class Supervisor:
 
             srv = self._serve(mc.address, mc.port, Metrics)
             self.metrics_port = srv.server_address[1]
-            log.info("metrics endpoint", extra={"address": mc.address, "port": self.metrics_port,
+            log.info("metrics endpoint", extra={"address": srv.server_address[0],
+                                                "port": self.metrics_port,
                                                 "path": mc.path})
 
     # -- main ---------------------------------------------------------------------------------
@@ -320,6 +327,10 @@ class Supervisor:
                                              "published": totals["published"],
                                              "reconciled": not problems})
         return summary
+
+
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _MetricsCollector:

@@ -176,6 +176,9 @@ class Worker:
         snap = st.snapshot()
         snap.update(worker=self.index, pid=os.getpid(), ready=self.ready, final=final,
                     collector=self.collector_id, time=time.time())
+        core = self.c.publisher.core_stats() if self.c.publisher is not None else None
+        if core:
+            snap["core"] = core
         if self.conn is not None:
             try:
                 self.conn.send(snap)
@@ -428,6 +431,9 @@ def replay(cfg: CollectConfig, paths: list[str], kinesis_client=None,
     finally:
         c.shutdown(cfg.shutdown_timeout_s)
     snap = c.sync_stats().snapshot()
+    core = c.publisher.core_stats() if c.publisher is not None else None
+    if core:
+        snap["core"] = core
     snap["problems"] = problems
     snap["collector"] = cid
     return snap

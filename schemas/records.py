@@ -19,7 +19,8 @@ HTTP_RECORD_VERSION = 1
 ALERT_RECORD_VERSION = 1
 
 # Why the flow stopped accumulating into this record.
-EndReason = Literal["fin", "rst", "idle", "active", "eof"]
+EndReason = Literal["fin", "rst", "idle", "active", "eof", "evicted"]
+"""evicted: ended early to keep the flows held under FlowConfig.max_flows."""
 Direction = Literal["ingress", "egress"]
 
 

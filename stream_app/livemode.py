@@ -40,7 +40,8 @@ def core_config(cfg):
     from stream_app.core.processor import CoreConfig
     return CoreConfig(
         flows=FlowConfig(idle_timeout=cfg.idle_timeout, tcp_idle_timeout=cfg.tcp_idle_timeout,
-                         active_timeout=cfg.active_timeout, close_linger=cfg.close_linger),
+                         active_timeout=cfg.active_timeout, close_linger=cfg.close_linger,
+                         max_flows=cfg.max_flows),
         l7=L7Config(http=HttpConfig(keep_credentials=cfg.keep_credentials)) if cfg.http else None,
         detect=detect_config(cfg.detect_config) if cfg.detect else None)
 

@@ -32,6 +32,8 @@ class AnalyzeResult:
     alerts: AlertSummary = field(default_factory=AlertSummary)
     detect: bool = True
     outputs: dict[str, str] = field(default_factory=dict)
+    core: dict = field(default_factory=dict)
+    """The processing core's counters (Processor.stats: evictions, errors caught ...)."""
 
     @property
     def dropped(self) -> int:
@@ -54,8 +56,26 @@ class AnalyzeResult:
             "alerts": self.alerts.alerts,
             "alerts_by_type": dict(self.alerts.by_type),
             "alert_list": self.alerts.listing(),
+            "core": self.core,
             "outputs": self.outputs,
         }
+
+
+def core_problems(core: Processor) -> list[str]:
+    """What the core caught and counted instead of crashing, as summary warnings."""
+    st = core.stats()
+    out = []
+    for k, what in (("packet_errors", "packets whose processing failed (counted, skipped)"),
+                    ("l7_errors", "flows whose HTTP analysis failed (their records tagged "
+                                  "analyzer_error)"),
+                    ("detector_errors", "detector runs that failed (their alerts lost)")):
+        if st.get(k):
+            out.append(f"{st[k]:,} {what}")
+    if st.get("flows_evicted"):
+        out.append(f"{st['flows_evicted']:,} flows ended early to stay under max_flows "
+                   f"(end_reason evicted)")
+    out += [f"first error: {e}" for e in core.errors[:3]]
+    return out
 
 
 def payload_policy(l7: L7Config | None) -> PayloadPolicy:
@@ -149,6 +169,8 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
         outputs.write(core.finish())
     finally:
         res.outputs = outputs.close()
+    res.core = core.stats()
+    res.problems.extend(core_problems(core))
     res.decoded = decoder.decoded
     res.drops = +decoder.drops
     (out_dir / "summary.json").write_bytes(

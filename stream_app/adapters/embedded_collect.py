@@ -7,11 +7,15 @@ stream app to the collector and never back.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from collectors.publishers import Publisher
 from collectors.stats import Stats
+
+
+log = logging.getLogger("mirrorscope.collect.embedded")
 
 
 class EmbeddedPublisher(Publisher):
@@ -32,6 +36,7 @@ class EmbeddedPublisher(Publisher):
         self.out_dir = Path(cfg.out_dir)
         self.outputs = self.analysis.outputs
         self._next_tick = 0.0
+        self._errors_logged = 0
         self.flows_written = 0
 
     def _write(self, results) -> None:
@@ -57,11 +62,31 @@ class EmbeddedPublisher(Publisher):
             self._next_tick = now + self.cfg.tick_s
             res = self.core.tick(time.time_ns() if self.live else None)
             self._write(res)
+            self._log_errors()
             ended = bool(res)
         # Flows that timed out are written at once; records that came with packets within
         # flush_s (the housekeeping runs every few ms).
         self.analysis.poll(flush=ended)
 
+    def _log_errors(self) -> None:
+        """A warning (at most once a tick) when the core caught errors since the last one:
+        they are counted, not fatal, but someone should look."""
+        st = self.core.stats()
+        n = st["packet_errors"] + st["l7_errors"] + st["detector_errors"]
+        if n > self._errors_logged:
+            log.warning("stream core caught errors", extra={
+                "packet_errors": st["packet_errors"], "l7_errors": st["l7_errors"],
+                "detector_errors": st["detector_errors"], "first": self.core.errors[:3]})
+            self._errors_logged = n
+
+    def core_stats(self) -> dict:
+        st = self.core.stats()
+        # Flat (the supervisor sums snapshots one level deep): http_tag_<tag> = count.
+        for k, v in sorted(self.outputs.http_summary.tags.items()):
+            st[f"http_tag_{k}"] = v
+        return st
+
     def close(self, timeout: float = 0.0) -> None:
         self._write(self.core.finish())
+        self._log_errors()
         self.analysis.close()

@@ -86,6 +86,9 @@ def embedded_finish(out_dir, totals: dict) -> None:
                    "(VPC Flow Logs' 1-minute aggregation interval).")
 @click.option("--close-linger", default=_DEFAULTS.close_linger, show_default=True, type=float,
               help="Seconds a flow stays open after FIN/FIN or RST for its last packets.")
+@click.option("--max-flows", default=_DEFAULTS.max_flows, show_default=True, type=click.IntRange(1),
+              help="Flows held in memory at once; past it the oldest is ended early "
+                   "(end_reason evicted, counted in the summary).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--http/--no-http", "http", default=True, show_default=True,
@@ -111,7 +114,7 @@ def embedded_finish(out_dir, totals: dict) -> None:
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
             active_timeout: float,
-            close_linger: float, progress: bool | None, http: bool, keep_credentials: bool,
+            close_linger: float, max_flows: int, progress: bool | None, http: bool, keep_credentials: bool,
             s3_bucket: str | None, cloudwatch: bool, detect: bool, detect_config: Path | None,
             as_json: bool, pure_python: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
@@ -131,7 +134,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
             raise click.BadParameter("must be positive", param_hint=name)
     cfg = FlowConfig(idle_timeout=idle_timeout, tcp_idle_timeout=tcp_idle_timeout,
                      active_timeout=active_timeout,
-                     close_linger=close_linger)
+                     close_linger=close_linger, max_flows=max_flows)
     from stream_app.redact_options import redact_config
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
                                   redact=redact_config())) if http else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote_plus
@@ -64,7 +64,10 @@ class InMemoryState:
         self.max_keys = max_keys
         self.max_members = max_members
         self.sweep_every = sweep_every
-        self._d: dict[tuple, list] = {}  # key -> [exp, value]
+        # key -> [exp, value], oldest first. An OrderedDict, because evicting the oldest key
+        # of a plain dict (del d[next(iter(d))]) rescans the deleted slots at its front each
+        # time: 200k SYN-only flows took 131 s with detectors against 4.1 s without.
+        self._d: OrderedDict[tuple, list] = OrderedDict()
         self._next_sweep = 0.0
         self.stats: Counter = Counter()
 
@@ -75,7 +78,7 @@ class InMemoryState:
         e = self._d.get(key)
         if e is None:
             if len(self._d) >= self.max_keys:
-                del self._d[next(iter(self._d))]
+                self._d.popitem(last=False)  # O(1)
                 self.stats["evicted_keys"] += 1
             e = self._d[key] = [exp, factory()]
         elif exp > e[0]:

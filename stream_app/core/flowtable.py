@@ -21,7 +21,7 @@ A flow ends
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
@@ -55,6 +55,10 @@ class FlowConfig:
     close_linger: float = 5.0
     """Seconds a flow stays open after FIN/FIN or RST to collect the last packets (Zeek's
     tcp_close_delay)."""
+    max_flows: int = 1_000_000
+    """Flows held at once (about 2 KB each in RSS, more with HTTP state; docs/robustness.md).
+    A new flow past it ends the flow started longest ago first (end_reason "evicted", counted
+    in stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
 
 
 @dataclass(slots=True)
@@ -133,8 +137,12 @@ class FlowTable:
     config: FlowConfig = field(default_factory=FlowConfig)
     l7: L7 | None = None
     """Application-layer analysis (HTTP) of TCP flows; None: flows only."""
-    flows: dict = field(default_factory=dict)
+    flows: dict = field(default_factory=OrderedDict)
+    """key -> Flow, oldest first: evicting the oldest is O(1) (popitem), where deleting
+    the first key of a plain dict degrades as deleted slots pile up at its front."""
     stats: Counter = field(default_factory=Counter)
+    errors: list = field(default_factory=list)
+    """The first few exceptions the flow boundary caught, as text (for logs and summaries)."""
 
     def __post_init__(self) -> None:
         c = self.config
@@ -145,6 +153,7 @@ class FlowTable:
         self._timers: list[tuple[int, int, tuple]] = []  # (deadline, tiebreak, key)
         self._tick = 0
         self.now_ns = 0
+        self._max_flows = max(1, c.max_flows)
 
     # -- packets ----------------------------------------------------------------------------
     def add(self, r: PacketRecord) -> list[FlowRecord]:
@@ -154,16 +163,53 @@ class FlowTable:
     def add_batch(self, batch) -> list[FlowRecord]:
         """Account packets in order; returns the flow records they completed.
 
+        Nothing raises out of here: a packet on which the table's own code fails is counted
+        (stats["packet_errors"], its exception kept in ``errors``) and the batch goes on with
+        the next packet, so one bad record never loses the others or the open flows."""
+        out: list[FlowRecord] = []
+        it = iter(batch)
+        while True:
+            try:
+                self._add_batch(it, out)
+                return out
+            except Exception as exc:  # noqa: BLE001 - the flow boundary: count, never crash
+                self.stats["packet_errors"] += 1
+                self._note_error("packet", exc)
+
+    def _note_error(self, where: str, exc: BaseException) -> None:
+        if len(self.errors) < 10:
+            self.errors.append(f"{where}: {type(exc).__name__}: {exc}"[:300])
+
+    def _l7_failed(self, f: Flow, exc: BaseException) -> None:
+        """The HTTP analysis of one flow raised: report what it had, tagged analyzer_error,
+        and go on with the flow's packets and counts but no more L7 for it."""
+        self.stats["l7_errors"] += 1
+        self._note_error("l7", exc)
+        try:
+            self.l7.abandon(f)
+        except Exception as exc2:  # noqa: BLE001
+            self._note_error("l7", exc2)
+        f.l7 = False
+        f.l7_held = None
+
+    def _l7_end(self, f: Flow) -> None:
+        try:
+            self.l7.flow_end(f)
+        except Exception as exc:  # noqa: BLE001 - the flow boundary
+            self._l7_failed(f, exc)
+
+    def _add_batch(self, it, out: list[FlowRecord]) -> None:
+        """The loop of add_batch, over an iterator so that it resumes after a failed packet.
+
         This is the per-packet hot path, so it binds everything to locals once per batch,
         builds the key of a port protocol inline, and lets a TCP segment that cannot change
         the connection's state (the same flags, direction and states as one already applied)
         skip the state machine."""
-        out: list[FlowRecord] = []
         flows_get = self.flows.get
         l7_undecided = self.l7.undecided if self.l7 is not None else None
         linger, active = self._linger, self._active
         now = self.now_ns
-        for r in batch:
+        for r in it:
             ts = r.ts_ns
             if ts > now:
                 now = ts
@@ -179,6 +225,10 @@ class FlowTable:
                     key, fwd = (r.vni, proto, dst, dp, src, sp), False
             f = flows_get(key)
             if f is not None:
+                if ts < f.last_ns:
+                    # A capture clock stepping back (merged files, NTP): a flow's own time
+                    # never goes back, so no duration is negative and no timer misfires.
+                    ts = f.last_ns
                 if f.closing_ns:
                     if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
                         self._end(f, f.close_reason, out)
@@ -194,7 +244,7 @@ class FlowTable:
                         out.append(self._record(f, "active"))  # may hold an empty record)
                     self._restart(f, ts)
             if f is None:
-                f = self._new(key, fwd, r)
+                f = self._new(key, fwd, r, out)
             is_orig = fwd == f.orig_fwd
             plen = r.payload_len
             if is_orig:
@@ -214,12 +264,16 @@ class FlowTable:
             if proto == TCP:
                 a = f.l7
                 if a is not False:
-                    if a is None:
-                        l7_undecided(f, r, is_orig)
-                    elif plen or a.orig.pending or a.resp.pending or a.waiting or r.tcp_flags & FIN:
-                        # A pure ACK only matters while a hole or a reordered copy waits; a
-                        # FIN says where its direction's bytes end.
-                        a.packet(r, is_orig)
+                    try:  # the flow boundary: hostile payload must not end the batch
+                        if a is None:
+                            l7_undecided(f, r, is_orig)
+                        elif plen or a.orig.pending or a.resp.pending or a.waiting \
+                                or r.tcp_flags & FIN:
+                            # A pure ACK only matters while a hole or a reordered copy waits;
+                            # a FIN says where its direction's bytes end.
+                            a.packet(r, is_orig)
+                    except Exception as exc:  # noqa: BLE001
+                        self._l7_failed(f, exc)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
@@ -235,9 +289,8 @@ class FlowTable:
                 elif "d" not in f.history:
                     f.history += "d"
         self.now_ns = now
-        return out
 
-    def _new(self, key: tuple, fwd: bool, r: PacketRecord) -> Flow:
+    def _new(self, key: tuple, fwd: bool, r: PacketRecord, out: list[FlowRecord]) -> Flow:
         # The sender of the first packet originates the flow, unless it looks like the answer:
         # a SYN-ACK, or (with no SYN seen) a packet from a well-known port to an ephemeral one.
         # Zeek flips the same way and marks it with '^'.
@@ -262,6 +315,8 @@ class FlowTable:
         f.idle_ns = self._idle
         if r.proto == TCP and self.l7 is not None:
             f.l7 = None
+        if len(self.flows) >= self._max_flows:
+            self._evict(out)
         self.flows[key] = f
         self.stats["flows_started"] += 1
         self._schedule(f.first_ns + self._idle, key)
@@ -346,20 +401,41 @@ class FlowTable:
         """End every flow (end of input). Flows already past a deadline at the last packet's
         time end for that reason, as they would had a sweep run then."""
         out = self.expire()
-        for f in self.flows.values():
-            if f.l7:
-                self.l7.flow_end(f)
-        out += [self._record(f, f.close_reason or "eof") for f in self.flows.values()
-                if f.orig_pkts + f.resp_pkts]
-        self.stats["flows_ended"] += len(self.flows)
-        self.flows.clear()
         self._timers.clear()
+        flows = self.flows
+        self.stats["flows_ended"] += len(flows)
+        # Oldest first, each flow dropped as its record is made: a million open flows and
+        # their million records are never all in memory at once.
+        while flows:
+            _, f = flows.popitem(last=False)
+            if f.l7:
+                self._l7_end(f)
+            if f.orig_pkts + f.resp_pkts:
+                out.append(self._record(f, f.close_reason or "eof"))
         return out
+
+    def _evict(self, out: list[FlowRecord]) -> None:
+        """Make room for a new flow: end the one started longest ago (O(1))."""
+        _, f = self.flows.popitem(last=False)
+        self.stats["flows_evicted"] += 1
+        self.stats["flows_ended"] += 1
+        if f.l7:
+            self._l7_end(f)
+        if f.orig_pkts or f.resp_pkts:
+            out.append(self._record(f, "evicted"))
+        # Evicted flows leave their timers behind (skipped lazily when they come due), each
+        # holding its key: past a quarter more than the live flows, rebuild the heap (O(n)
+        # every n/4 evictions, so O(1) each) so that it stays bounded too.
+        if len(self._timers) > len(self.flows) + len(self.flows) // 4 + 1024:
+            self._timers = [(self._deadline(g), i, k) for i, (k, g) in
+                            enumerate(self.flows.items())]
+            heapq.heapify(self._timers)
+            self._tick = len(self._timers)
 
     def _end(self, f: Flow, reason: str, out: list[FlowRecord]) -> None:
         del self.flows[f.key]
         if f.l7:
-            self.l7.flow_end(f)
+            self._l7_end(f)
         self.stats["flows_ended"] += 1
         if f.orig_pkts or f.resp_pkts:  # an active-timeout split may leave nothing to report
             out.append(self._record(f, reason))

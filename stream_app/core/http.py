@@ -38,9 +38,12 @@ _RESYNC_REQUEST = re.compile(rb"(?:%s) [^\s]+ HTTP/1\.[01]\r?\n" % b"|".join(_ME
 _RESYNC_RESPONSE = re.compile(rb"HTTP/1\.[01] [1-5]\d\d[ \r\n]")
 
 REDACTED = "[redacted]"
+_HEXDIGITS = b"0123456789abcdefABCDEF"
 
 # Framer states
 START, HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, UNTIL_CLOSE, TUNNEL, LOST = range(10)
+SKIP_HEAD = 10
+"""The rest of a head longer than MAX_HEADER_BYTES, discarded up to its blank line."""
 
 
 @dataclass(slots=True)
@@ -91,7 +94,8 @@ class Txn:
 class MessageStream:
     """Frames the HTTP messages of one direction; a reassembly consumer (data, gap, end)."""
 
-    __slots__ = ("conv", "is_request", "state", "buf", "remaining", "txn", "msg_ts")
+    __slots__ = ("conv", "is_request", "state", "buf", "remaining", "txn", "msg_ts", "scan",
+                 "resume")
 
     def __init__(self, conv: HttpConversation, is_request: bool):
         self.conv = conv
@@ -101,6 +105,16 @@ class MessageStream:
         self.remaining = 0
         self.txn: Txn | None = None
         self.msg_ts = 0
+        self.scan = 0  # bytes of buf already searched for a head's end (HEAD, SKIP_HEAD)
+        self.resume = (START, 0)  # (state, remaining) after SKIP_HEAD
+
+    def __setstate__(self, state) -> None:
+        # A flow state pickled before scan/resume existed (a worker upgraded while its
+        # partition's state sits in Redis) restores with their defaults.
+        self.scan = 0
+        self.resume = (START, 0)
+        for k, v in state[1].items():
+            setattr(self, k, v)
 
     # -- reassembly consumer ------------------------------------------------------------------
     def data(self, data: bytes, ts: int) -> None:
@@ -153,11 +167,28 @@ class MessageStream:
         self.state = LOST
         self.buf = b""
 
+    def jump(self, n: int, ts: int) -> None:
+        """The sequence numbers jumped beyond any TCP window (reassembly): unlike a gap of
+        known length, it says nothing of how many messages were missed, so none is charged
+        at a message boundary (that mispaired every later response); a message in progress
+        is cut and tagged gap, and framing resynchronises on the next start line."""
+        st = self.state
+        if st in (UNTIL_CLOSE, TUNNEL):
+            self.gap(n, ts)
+            return
+        if self.txn is not None:
+            self.txn.tag("gap")
+            self._end_message(ts, complete=False)
+        self.conv.stats_lost += 1
+        self.state = LOST
+        self.buf = b""
+
     def end(self, ts: int) -> None:
         st = self.state
         if st == UNTIL_CLOSE:
             self._end_message(ts)
-        elif st in (HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER) and self.txn is not None:
+        elif st in (HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, SKIP_HEAD) \
+                and self.txn is not None:
             self.txn.tag("truncated")
             self._end_message(ts, complete=False)
         elif st == HEAD and self.buf.strip():
@@ -175,14 +206,15 @@ class MessageStream:
         usual case of a whole head, and often its body, in one segment, without the general
         loop's per-state round trips. Anything unusual goes to _feed."""
         end = data.find(b"\r\n\r\n")
-        if end <= 0 or data[0] in (13, 10) or data.find(b"\n\n", 0, end) != -1:
+        if end <= 0 or end > MAX_HEADER_BYTES or data[0] in (13, 10) \
+                or data.find(b"\n\n", 0, end) != -1:
             self._feed(data, ts)
             return
         self.msg_ts = ts
         self.state = HEAD
         if not self._start_message(data[:end], ts):
-            self.state = LOST
-            self._resync(data[end + 4:], ts)
+            self.state = LOST  # resynchronise on what follows
+            self._feed(data[end + 4:], ts)
             return
         rest = len(data) - end - 4
         if not rest:
@@ -204,8 +236,13 @@ class MessageStream:
                 txn.resp_body += n
 
     def _feed(self, data: bytes, ts: int) -> None:
+        """The general framing loop. Every state change, resynchronising after garbage or an
+        error included, continues in this one loop and each turn either consumes bytes or
+        returns, so no input can nest calls or spin (a head over MAX_HEADER_BYTES once sent
+        _feed and _resync into each other until RecursionError)."""
         buf = self.buf + data if self.buf else data
         self.buf = b""
+        scan, self.scan = self.scan, 0
         pos = 0
         n = len(buf)
         while pos < n:
@@ -228,53 +265,69 @@ class MessageStream:
                 self.msg_ts = ts
                 self.state = HEAD
             elif st == HEAD:
-                end = buf.find(b"\r\n\r\n", pos)
+                # Search only what was not searched before: a head arriving in many small
+                # segments costs linear, not quadratic, time.
+                frm = scan if scan > pos else pos
+                scan = 0
+                end = buf.find(b"\r\n\r\n", frm)
                 sep = 4
                 # A bare-LF blank line ends a head too; look for one only before a CRLF one.
-                lf = buf.find(b"\n\n", pos, n if end == -1 else end)
+                lf = buf.find(b"\n\n", frm, n if end == -1 else end)
                 if lf != -1:
                     end, sep = lf, 2
-                if end == -1:
-                    if self.is_request and self._http09(buf, pos, ts):
+                if end == -1 or end - pos > MAX_HEADER_BYTES:
+                    if end == -1 and self.is_request and self._http09(buf, pos, ts):
                         pos = buf.index(b"\n", pos) + 1
                         continue
-                    if n - pos > MAX_HEADER_BYTES:
-                        self.conv.malformed(self.is_request, ts)
-                        self.state = LOST
-                        self.buf = b""
-                        self._resync(buf[pos:], ts)
+                    if end == -1 and n - pos <= MAX_HEADER_BYTES:
+                        self.buf = buf[pos:]
+                        self.scan = max(0, n - pos - 3)
                         return
-                    self.buf = buf[pos:]
-                    return
+                    pos = self._oversized_head(buf, pos, ts)
+                    continue
                 head = buf[pos:end]
                 if sep == 2 and head.endswith(b"\r"):
                     head = head[:-1]  # a CRLF line then a bare LF: the CR is the line's end
                 pos = end + sep
                 if not self._start_message(head, ts):
-                    self.state = LOST
-                    self._resync(buf[pos:], ts)
+                    self.state = LOST  # resynchronise on what follows the head
+                    continue
+            elif st == SKIP_HEAD:
+                frm = scan if scan > pos else pos
+                scan = 0
+                end = buf.find(b"\r\n\r\n", frm)
+                sep = 4
+                lf = buf.find(b"\n\n", frm, n if end == -1 else end)
+                if lf != -1:
+                    end, sep = lf, 2
+                if end == -1:
+                    self.buf = buf[max(pos, n - 3):]  # a blank line may straddle segments
                     return
+                pos = end + sep
+                self.state, self.remaining = self.resume
+                if self.state == START:
+                    # The skipped headers may have announced a body: find the next message
+                    # by its start line, which also takes one that follows at once.
+                    self.state = LOST
             elif st == CHUNK_SIZE:
                 eol = buf.find(b"\n", pos)
                 if eol == -1:
                     if n - pos > 1024:
                         self._framing_error(ts)
-                        self._resync(buf[pos:], ts)
-                        return
+                        continue
                     self.buf = buf[pos:]
                     return
                 line = buf[pos:eol].split(b";", 1)[0].strip()
                 pos = eol + 1
-                try:
-                    size = int(line, 16)
-                except ValueError:
+                # RFC 9112 7.1: 1*HEXDIG. int(x, 16) alone also takes 0x10, 1_0 and +10,
+                # which servers read differently (a smuggling vector).
+                if not line or len(line) > 16 or line.strip(_HEXDIGITS):
                     self._framing_error(ts)
-                    self._resync(buf[pos:], ts)
-                    return
+                    continue
+                size = int(line, 16)
                 if size < 0 or size > 1 << 62:
                     self._framing_error(ts)
-                    self._resync(buf[pos:], ts)
-                    return
+                    continue
                 if size == 0:
                     self.state = TRAILER
                 else:
@@ -292,7 +345,7 @@ class MessageStream:
                 if eol == -1:
                     if n - pos > 2:
                         self._framing_error(ts)
-                        return
+                        continue
                     self.buf = buf[pos:]
                     return
                 pos = eol + 1
@@ -300,6 +353,9 @@ class MessageStream:
             elif st == TRAILER:
                 eol = buf.find(b"\n", pos)
                 if eol == -1:
+                    if n - pos > MAX_HEADER_BYTES:  # a trailer line that never ends
+                        self._framing_error(ts)
+                        continue
                     self.buf = buf[pos:]
                     return
                 line = buf[pos:eol].strip()
@@ -319,9 +375,15 @@ class MessageStream:
                 return
             elif st == TUNNEL:
                 return
-            else:  # LOST
-                self._resync(buf[pos:], ts)
-                return
+            else:  # LOST: look for the next message start after a gap or garbage
+                m = (_RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE).search(buf, pos)
+                if m is None:
+                    # Keep a short tail, so a start line split over two segments is found.
+                    self.buf = buf[max(pos, n - RESYNC_TAIL):]
+                    return
+                self.conv.stats_resync += 1
+                pos = m.start()
+                self.state = START
 
     def _framing_error(self, ts: int) -> None:
         if self.txn is not None:
@@ -330,19 +392,36 @@ class MessageStream:
         self.state = LOST
         self.buf = b""
 
-    def _resync(self, data: bytes, ts: int) -> None:
-        """Look for the next message start after a gap or garbage; keep a short tail so a
-        start line split over two segments is still found."""
-        pat = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
-        m = pat.search(data)
-        if m is None:
-            self.buf = data[-RESYNC_TAIL:]
+    def _oversized_head(self, buf: bytes, pos: int, ts: int) -> int:
+        """A head longer than MAX_HEADER_BYTES: record its message from the start line and the
+        headers in its first MAX_HEADER_BYTES, tagged head_too_large, skip the rest of the
+        head (SKIP_HEAD) and frame what follows as those headers say (when they announce no
+        body, resynchronise on the next start line: the skipped part may have announced one).
+        A start line that begins no message is garbage: recorded as malformed, and the search
+        for the next message starts one byte on. Returns where framing goes on."""
+        limit = pos + MAX_HEADER_BYTES
+        cut = buf.rfind(b"\n", pos, limit)
+        head = buf[pos:cut] if cut > pos else buf[pos:limit]
+        if head.endswith(b"\r"):
+            head = head[:-1]
+        conv = self.conv
+        done_before = len(conv.done)
+        if not self._start_message(head, ts):  # recorded as malformed
             self.state = LOST
-            return
-        self.conv.stats_resync += 1
-        self.state = START
-        self.buf = b""
-        self._feed(data[m.start():], ts)
+            return pos + 1
+        if self.is_request:
+            txn = conv.pending[-1]
+        elif self.txn is not None:
+            txn = self.txn
+        elif len(conv.done) > done_before:
+            txn = conv.done[-1]
+        else:  # an interim (1xx) response
+            txn = conv.pending[0] if conv.pending else None
+        if txn is not None:
+            txn.tag("head_too_large")
+        self.resume = (self.state, self.remaining)
+        self.state = SKIP_HEAD
+        return cut + 1 if cut > pos else limit
 
     def _http09(self, buf: bytes, pos: int, ts: int) -> bool:
         """An HTTP/0.9 request is one line, method and URI with no version and no headers:
@@ -521,8 +600,11 @@ def parse_head(head: bytes, is_request: bool):
 # engine without building Python objects (most of a message's parsing cost otherwise).
 _WANTED = re.compile(
     rb"\n(content-length|transfer-encoding|host|user-agent|referer|content-type|authorization"
-    rb"|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r?\n|$)",
+    rb"|proxy-authorization|cookie|set-cookie)[ \t]*:[ \t]*([^\r\n]*)(?=\r?\n|$)",
     re.IGNORECASE)
+# The value's trailing white space is stripped after the match, not by a lazy group followed
+# by [ \t]*: that pattern backtracks quadratically on a value of many spaces (a 60 KB head
+# took 70 s).
 
 
 def _headers(block: bytes) -> list[tuple[bytes, bytes]]:
@@ -530,7 +612,7 @@ def _headers(block: bytes) -> list[tuple[bytes, bytes]]:
     newline that ended the start line)."""
     if b"\n " in block or b"\n\t" in block:
         block = _unfold(block)
-    return [(name.lower(), value) for name, value in _WANTED.findall(block)]
+    return [(name.lower(), value.rstrip(b" \t")) for name, value in _WANTED.findall(block)]
 
 
 def _unfold(block: bytes) -> bytes:

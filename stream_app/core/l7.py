@@ -335,6 +335,24 @@ class L7:
                 t.tags, t.auth, t.proxy_auth, t.cookie, t.set_cookie, direction,
             ))
 
+    def abandon(self, f) -> None:
+        """The analysis of flow ``f`` raised (stream_app.core.flowtable's flow boundary):
+        report the exchanges it held, tagged analyzer_error (one empty record when it held
+        none, so the event shows in http.jsonl), and analyse the flow no further."""
+        a = f.l7
+        if not a:
+            return
+        conv = a.conv
+        txns = list(conv.done)
+        pending = list(conv.pending)
+        conv.done = []
+        conv.pending.clear()
+        if not pending:
+            pending = [Txn(f.last_ns, conv.depth + 1)]
+        for t in pending:
+            t.tag("analyzer_error")
+        self.emit(f, txns + pending)
+
     def take(self) -> list[HttpTransaction]:
         for a in self.ready:
             a.queued = False

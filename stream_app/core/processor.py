@@ -75,5 +75,35 @@ class Processor:
         if d is None:
             return Results(flows=flows, http=http)
         # Detectors see records, not packets: nothing is added to the per-packet path.
-        return Results(flows=flows, http=http,
-                       alerts=d.observe(flows, http, self.flows.now_ns / 1e9))
+        try:
+            alerts = d.observe(flows, http, self.flows.now_ns / 1e9)
+        except Exception as exc:  # noqa: BLE001 - records already made must still go out
+            self.flows.stats["detector_errors"] += 1
+            self.flows._note_error("detectors", exc)
+            alerts = []
+        return Results(flows=flows, http=http, alerts=alerts)
+
+    def stats(self) -> dict[str, int]:
+        """The core's counters for summaries and metrics: flows started, ended, evicted
+        (the max_flows cap), packets and flows whose processing raised (packet_errors,
+        l7_errors, detector_errors: counted, never fatal), reassembly gaps and buffer cap
+        hits, and detector keys evicted by their cap."""
+        out = {k: v for k, v in self.flows.stats.items() if v}
+        for k in ("flows_evicted", "packet_errors", "l7_errors", "detector_errors"):
+            out.setdefault(k, 0)
+        out["flows_open"] = len(self.flows.flows)
+        if self.l7 is not None:
+            st = self.l7.stats
+            out["http_flows"] = self.l7.http_flows
+            out["reassembly_gaps"] = st.gaps
+            out["reassembly_cap_hits"] = st.cap_hits
+            out["reassembly_jumps"] = st.jumps
+        if self.detectors is not None:
+            ds = getattr(self.detectors.state, "stats", None) or {}
+            out["detector_keys_evicted"] = ds.get("evicted_keys", 0)
+        return out
+
+    @property
+    def errors(self) -> list[str]:
+        """The first exceptions the flow boundary caught, as text."""
+        return self.flows.errors
