@@ -1,5 +1,5 @@
 """`mirrorscope collect`: the live collector (registered on the `mirrorscope` group by
-stream_app/cli.py)."""
+stream_app/cli/__init__.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`mirrorscope sink s3` and `mirrorscope sink cloudwatch`: consume the result topics
 (mirrorscope.flows / .http / .alerts; one msgpack-encoded record per message, key = its id)
-and deliver them. Registered on the `mirrorscope` group by stream_app/cli.py.
+and deliver them. Registered on the `mirrorscope` group by stream_app/cli/__init__.py.
 
 Offsets are committed by hand, only once what they cover is durable: for S3, in S3 or the
 local spool; for CloudWatch, after PutMetricData/PutLogEvents succeeded. A crash replays from

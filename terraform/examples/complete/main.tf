@@ -215,6 +215,7 @@ module "iam" {
   eks_oidc_issuer_url       = var.eks_oidc_issuer_url
   service_account_namespace = var.kubernetes_namespace
   service_account_name      = var.service_account_name
+  keda_operator_role_arn    = var.keda_operator_role_arn
 }
 
 module "collectors" {

@@ -60,6 +60,11 @@ output "helm_values" {
     aws = {
       region = var.region
     }
+    worker = {
+      autoscaling = {
+        keda = { triggerAuthentication = { podIdentity = { roleArn = module.iam.keda_role_arn } } }
+      }
+    }
     sinks = {
       s3         = { bucket = module.storage.bucket_name }
       cloudwatch = { logGroup = module.alarms.alert_log_group_name }

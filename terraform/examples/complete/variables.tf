@@ -184,3 +184,9 @@ variable "tags" {
   type        = map(string)
   default     = { Project = "mirrorscope" }
 }
+
+variable "keda_operator_role_arn" {
+  description = "ARN of KEDA's operator role (IRSA), when the worker autoscales with KEDA: the stack then creates the role KEDA assumes to read consumer lag or shards (output helm_values carries it to the chart). Null: no KEDA role."
+  type        = string
+  default     = null
+}

@@ -253,3 +253,76 @@ resource "aws_iam_role_policy" "stream_app" {
   role   = aws_iam_role.stream_app[0].id
   policy = data.aws_iam_policy_document.stream_app.json
 }
+
+# ---------------------------------------------------------------------------------------------
+# KEDA: reads what the worker autoscaling scales on (consumer lag, or shards and iterator age)
+# ---------------------------------------------------------------------------------------------
+
+data "aws_iam_policy_document" "keda_assume" {
+  count = var.keda_operator_role_arn != null ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "AWS"
+      identifiers = [var.keda_operator_role_arn]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "keda" {
+  dynamic "statement" {
+    for_each = local.msk ? [1] : []
+    content {
+      sid       = "ReadConsumerLag"
+      actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"]
+      resources = [local.msk_cluster]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.msk ? [1] : []
+    content {
+      sid       = "DescribePacketsTopicAndGroup"
+      actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:DescribeGroup"]
+      resources = [local.packets_topic, local.app_groups]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.kinesis ? [1] : []
+    content {
+      sid       = "ReadShards"
+      actions   = ["kinesis:DescribeStreamSummary", "kinesis:ListShards"]
+      resources = [var.kinesis_stream_arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.kinesis ? [1] : []
+    content {
+      sid = "ReadIteratorAge"
+      # GetMetricData has no resource-level permissions.
+      actions   = ["cloudwatch:GetMetricData"]
+      resources = ["*"]
+    }
+  }
+}
+
+resource "aws_iam_role" "keda" {
+  count = var.keda_operator_role_arn != null ? 1 : 0
+
+  name               = "${var.name}-keda"
+  assume_role_policy = data.aws_iam_policy_document.keda_assume[0].json
+
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy" "keda" {
+  count = var.keda_operator_role_arn != null ? 1 : 0
+
+  name   = "mirrorscope-keda"
+  role   = aws_iam_role.keda[0].id
+  policy = data.aws_iam_policy_document.keda.json
+}

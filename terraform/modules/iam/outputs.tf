@@ -17,3 +17,8 @@ output "collector_role_name" {
   description = "Name of the collectors' instance role (the collectors module adds its bootstrap policy to it)."
   value       = aws_iam_role.collector.name
 }
+
+output "keda_role_arn" {
+  description = "ARN of the role KEDA assumes to read consumer lag or the stream's shards and iterator age: the Helm value worker.autoscaling.keda.triggerAuthentication.podIdentity.roleArn (null without keda_operator_role_arn)."
+  value       = var.keda_operator_role_arn != null ? aws_iam_role.keda[0].arn : null
+}

@@ -105,3 +105,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "keda_operator_role_arn" {
+  description = "ARN of the role KEDA's operator runs as (its IRSA role). When set, a role that this role may assume is created with just what the worker's ScaledObject reads (MSK: the cluster, the packets topic and the consumer group; Kinesis: the stream's shards and iterator age); its ARN is the chart's worker.autoscaling.keda.triggerAuthentication.podIdentity.roleArn. Null: no KEDA role."
+  type        = string
+  default     = null
+}
