@@ -76,14 +76,14 @@ class Publisher:
         self.stats = stats
         self.collector_id = collector_id
         self.enricher = enricher
-
-    def core_stats(self) -> dict | None:
-        """The in-process core's counters (embedded mode only), for the summary."""
-        return None
         self._enc = msgspec.msgpack.Encoder()
         self.loss = LossLog(log)
         self._seq = 0
         self._end_ns = 0
+
+    def core_stats(self) -> dict | None:
+        """The in-process core's counters (embedded mode only), for the summary."""
+        return None
 
     def start(self) -> None:
         self.ready = True
