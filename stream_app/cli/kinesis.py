@@ -164,7 +164,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         from stream_app.runtime import aws_outputs
         outputs = aws_outputs.from_env(stream, bucket=s3_bucket, namespace=cloudwatch_namespace,
                                        log_group=cloudwatch_log_group, timeout=aws_timeout,
-                                       attempts=aws_attempts)
+                                       attempts=aws_attempts, stats=runtime.stats)
         try:
             await asyncio.to_thread(outputs.check)
         except Exception as exc:  # no log group, no permission, unreachable

@@ -78,7 +78,7 @@ class AwsOutputs(Outputs):
     def __init__(self, source: str, s3: S3Settings | None = None,
                  cloudwatch: CloudWatchSettings | None = None, s3_client=None,
                  cw_client=None, logs_client=None, kinds: dict[str, RecordKind] | None = None,
-                 clock=time.time):
+                 clock=time.time, stats: Counter | None = None):
         if s3 is None and cloudwatch is None:
             raise ValueError("no destination: an S3 bucket and/or a CloudWatch namespace")
         if s3 is not None and not s3.bucket:
@@ -110,7 +110,9 @@ class AwsOutputs(Outputs):
         self._stream_ready = False
         self._alert_types: set[str] = set()  # one bounded set of Type dimensions per process
         self._parts: dict[object, _Part] = {}
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter() if stats is None else stats
+        """Counted as ``output_*`` (the runtime's Counter in kinesis-worker: exported as
+        mirrorscope_worker_output_*_total)."""
 
     # -- setup ----------------------------------------------------------------------------------
     def check(self) -> None:
@@ -161,9 +163,20 @@ class AwsOutputs(Outputs):
                 st.events.extend(alert_event(a, now_ms) for a in res.alerts)
 
     def _upload(self, ch: Chunk) -> asyncio.Task:
-        t = asyncio.ensure_future(asyncio.to_thread(self._put, ch))
+        t = asyncio.ensure_future(self._upload_one(ch))
         t.add_done_callback(_retrieve)  # a forgotten partition's upload may fail unheard
         return t
+
+    async def _upload_one(self, ch: Chunk) -> str:
+        # Counted here, in the event loop: the Counter is shared with the runtime's.
+        try:
+            key = await asyncio.to_thread(self._put, ch)
+        except Exception:
+            self.stats["output_put_failures"] += 1
+            raise
+        self.stats["output_files"] += 1
+        self.stats["output_records"] += len(ch.records)
+        return key
 
     # -- out ------------------------------------------------------------------------------------
     def key(self, ch: Chunk) -> str:
@@ -178,27 +191,19 @@ class AwsOutputs(Outputs):
         data = encode(ch.records, ch.kind.struct_type, self.s3.fmt)
         meta = {k: v for k, v in ch.metadata().items() if "offset" not in k}
         meta["mirrorscope-first-id"] = str(getattr(ch.records[0], ch.kind.id_field))
-        try:
-            self.s3_client.put_object(Bucket=self.s3.bucket, Key=key, Body=data, Metadata=meta,
-                                      ContentType=CONTENT_TYPES[self.s3.fmt],
-                                      **sse_args(self.s3.kms_key_id))
-        except Exception:
-            self.stats["s3_put_failures"] += 1
-            raise
-        self.stats["s3_objects"] += 1
-        self.stats["s3_records"] += len(ch.records)
+        self.s3_client.put_object(Bucket=self.s3.bucket, Key=key, Body=data, Metadata=meta,
+                                  ContentType=CONTENT_TYPES[self.s3.fmt],
+                                  **sse_args(self.s3.kms_key_id))
         return key
 
     def _send_cloudwatch(self, datums: list[dict], events: list[dict]) -> None:
         for batch in metric_batches(datums):
             self.cw.put_metric_data(Namespace=self.cw_settings.namespace, MetricData=batch)
-            self.stats["cloudwatch_datums"] += len(batch)
         if events:
             self._ensure_stream()
             for batch in log_event_batches(events):
                 self.logs.put_log_events(logGroupName=self.cw_settings.log_group,
                                          logStreamName=self.log_stream, logEvents=batch)
-                self.stats["cloudwatch_events"] += len(batch)
 
     async def flush(self, partition) -> None:
         st = self._parts.get(partition)
@@ -214,16 +219,18 @@ class AwsOutputs(Outputs):
         errors = [r for r in await asyncio.gather(*uploads, return_exceptions=True)
                   if isinstance(r, BaseException)]
         if errors:
-            self.stats["flush_failures"] += 1
+            self.stats["output_flush_failures"] += 1
             raise OutputError(f"{len(errors)} of {len(uploads)} result files not stored in "
                               f"s3://{self.s3.bucket}: {errors[0]!r}")
         if datums or events:
             try:
                 await asyncio.to_thread(self._send_cloudwatch, datums, events)
             except Exception as exc:
-                self.stats["flush_failures"] += 1
-                self.stats["cloudwatch_failures"] += 1
+                self.stats["output_flush_failures"] += 1
+                self.stats["output_cloudwatch_failures"] += 1
                 raise OutputError(f"CloudWatch: {exc!r}") from exc
+            self.stats["output_cloudwatch_datums"] += len(datums)
+            self.stats["output_cloudwatch_events"] += len(events)
 
     def forget(self, partition) -> None:
         # Its unflushed records belong to batches after its last snapshot: whoever takes the
@@ -254,7 +261,8 @@ def _retrieve(t: asyncio.Task) -> None:
 
 def from_env(source: str, environ=None, bucket: str | None = None, prefix: str | None = None,
              namespace: str | None = None, log_group: str | None = None,
-             timeout: float | None = None, attempts: int | None = None) -> AwsOutputs | None:
+             timeout: float | None = None, attempts: int | None = None,
+             stats: Counter | None = None) -> AwsOutputs | None:
     """The outputs the MIRRORSCOPE_S3_* / MIRRORSCOPE_CLOUDWATCH_* settings ask for (the
     sinks' names), or None when neither a bucket nor a CloudWatch namespace or log group is
     given. Explicit arguments win over the environment."""
@@ -272,4 +280,4 @@ def from_env(source: str, environ=None, bucket: str | None = None, prefix: str |
         cw = CloudWatchSettings.from_env(env, namespace=namespace, log_group=log_group, **net)
     if s3 is None and cw is None:
         return None
-    return AwsOutputs(source, s3, cw)
+    return AwsOutputs(source, s3, cw, stats=stats)
