@@ -262,6 +262,22 @@ def test_s3_unreachable_no_snapshot_past_unflushed_results(env, capture):  # noq
     assert set(counts) == set(ref["flows"])
 
 
+@pytest.mark.parametrize("env_interval", [None, "7"])
+def test_direct_outputs_checkpoint_every_minute_unless_told(env, env_interval):
+    """Each checkpoint writes a file per kind and shard: the default is 60 s, not 1 s; an
+    explicit MIRRORSCOPE_CHECKPOINT_INTERVAL (as the chart's env would set it) wins."""
+    w = DirectWorker("w1", env.tmp, env.endpoint, env.redis_url, env.stream, env.app,
+                     aws_env={**env.aws_env, **({"MIRRORSCOPE_CHECKPOINT_INTERVAL": env_interval}
+                                                if env_interval else {})})
+    i = w.args.index("--checkpoint-interval")
+    del w.args[i:i + 2]
+    env.workers.append(w)
+    w.start().wait_ready()
+    [start] = w.logs("kinesis worker starting")
+    assert start["checkpoint_interval"] == (60.0 if env_interval is None else 7.0)
+    assert start["s3"] == f"s3://{env.bucket}/lake/" and start["cloudwatch"] == env.namespace
+
+
 def test_no_destination_is_a_clear_error(tmp_path):
     from tests.services.collector_proc import MIRRORSCOPE
     import os

@@ -191,7 +191,8 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         loop.add_signal_handler(sig, stop.set)
     log.info("kinesis worker starting", extra={
         "stream": stream, "app": app_name, "worker": cfg.worker_id, "redis": redact(redis_url),
-        "endpoint": endpoint_url, **outputs.describe()})
+        "endpoint": endpoint_url, "checkpoint_interval": checkpoint_interval,
+        **outputs.describe()})
     await health.start()
     try:
         await consumer.run(stop)
