@@ -86,9 +86,10 @@ def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, 
     the workers through Redis (each takes at most its share, a dead worker's shards move to
     the others when their leases expire) and per-flow state is checkpointed in Redis with the
     shard position, so a worker may be killed at any moment and its successor neither loses
-    a flow nor counts one twice. Results go to --out DIR, to Kafka (--kafka-bootstrap), or, with
-no Kafka, straight to S3 and/or CloudWatch (--s3-bucket, --cloudwatch-namespace: durable at
-each checkpoint; the checkpoint interval defaults to 60 s then, see docs/distributed.md)."""
+    a flow nor counts one twice. Results go to --out DIR, to Kafka (--kafka-bootstrap), or,
+    with no Kafka, straight to S3 and/or CloudWatch (--s3-bucket, --cloudwatch-namespace:
+    durable at each checkpoint; the checkpoint interval defaults to 60 s then, see
+    docs/distributed.md)."""
     params = dict(locals())
     from collectors.logs import setup as setup_logs
 
@@ -164,7 +165,8 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         from stream_app.runtime import aws_outputs
         outputs = aws_outputs.from_env(stream, bucket=s3_bucket, namespace=cloudwatch_namespace,
                                        log_group=cloudwatch_log_group, timeout=aws_timeout,
-                                       attempts=aws_attempts, stats=runtime.stats)
+                                       attempts=aws_attempts, stats=runtime.stats,
+                                       region=region)
         try:
             await asyncio.to_thread(outputs.check)
         except Exception as exc:  # no log group, no permission, unreachable

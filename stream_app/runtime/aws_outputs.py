@@ -262,10 +262,11 @@ def _retrieve(t: asyncio.Task) -> None:
 def from_env(source: str, environ=None, bucket: str | None = None, prefix: str | None = None,
              namespace: str | None = None, log_group: str | None = None,
              timeout: float | None = None, attempts: int | None = None,
-             stats: Counter | None = None) -> AwsOutputs | None:
+             stats: Counter | None = None, region: str | None = None) -> AwsOutputs | None:
     """The outputs the MIRRORSCOPE_S3_* / MIRRORSCOPE_CLOUDWATCH_* settings ask for (the
     sinks' names), or None when neither a bucket nor a CloudWatch namespace or log group is
-    given. Explicit arguments win over the environment."""
+    given. Explicit arguments win over the environment; ``region`` (the stream's) is used
+    when AWS_REGION is not set."""
     import os
     env = os.environ if environ is None else environ
     bucket = bucket or env.get("MIRRORSCOPE_S3_BUCKET") or None
@@ -273,6 +274,8 @@ def from_env(source: str, environ=None, bucket: str | None = None, prefix: str |
     log_group = log_group or env.get("MIRRORSCOPE_CLOUDWATCH_LOG_GROUP") or None
     net = {k: v for k, v in (("read_timeout", timeout), ("connect_timeout", timeout),
                              ("max_attempts", attempts)) if v is not None}
+    if region and not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):
+        net["region"] = region
     s3 = cw = None
     if bucket:
         s3 = S3Settings.from_env(env, bucket=bucket, prefix=prefix, **net)
