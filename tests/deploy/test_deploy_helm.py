@@ -390,3 +390,35 @@ def test_s3_sink_has_a_writable_spool_and_its_kms_key(helm_template):
     [vol] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert vol["emptyDir"]["sizeLimit"] == "2Gi"
     assert env["MIRRORSCOPE_S3_KMS_KEY_ID"] == "arn:aws:kms:eu-west-1:1:key/k"
+
+
+def test_kinesis_runs_no_sinks_and_the_worker_gets_the_result_settings(helm, helm_template):
+    """stream.type kinesis: no Kafka, so no sink Deployment (they read the result topics);
+    the worker writes to S3 and CloudWatch itself, from the -env ConfigMap it mounts. The
+    rendered environment is what kinesis-worker's selection reads (no Kafka bootstrap, a
+    bucket, a namespace and a log group), and a render with nowhere to send the records fails."""
+    from stream_app.runtime.aws_outputs import from_env
+
+    docs = by_kind_name(helm_template(
+        "--set", "stream.type=kinesis", "--set", "stream.kinesis.streamName=mirror",
+        "--set", "aws.region=eu-west-1", "--set", "sinks.s3.bucket=records",
+        "--set", "sinks.s3.prefix=lake/"))
+    deployments = sorted(n for k, n in docs if k == "Deployment")
+    assert deployments == ["ms-mirrorscope-worker"]
+    worker = docs["Deployment", "ms-mirrorscope-worker"]["spec"]["template"]["spec"]
+    [c] = worker["containers"]
+    assert c["args"][0] == "kinesis-worker"
+    refs = [e["configMapRef"]["name"] for e in c["envFrom"] if "configMapRef" in e]
+    assert refs == ["ms-mirrorscope-env"]
+    env = docs["ConfigMap", "ms-mirrorscope-env"]["data"]
+    assert "MIRRORSCOPE_KAFKA_BOOTSTRAP" not in env
+    out = from_env("mirror", environ=env)
+    assert out is not None
+    assert out.describe() == {"s3": "s3://records/lake/", "cloudwatch": "MirrorScope",
+                              "alert_log": f"/mirrorscope/alerts/{out.log_stream}"}
+    assert out.s3.region == out.cw_settings.region == "eu-west-1"
+
+    bad = run([helm, "template", "ms", CHART, "--set", "stream.type=kinesis",
+               "--set", "stream.kinesis.streamName=mirror", "--set", "sinks.cloudwatch.enabled=false"],
+              check=False)
+    assert bad.returncode != 0 and "sinks.s3.bucket" in bad.stderr

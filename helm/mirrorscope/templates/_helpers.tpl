@@ -104,7 +104,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $configs "worker" .Values.worker.config }}
 {{- end }}
 {{- range $name, $sink := .Values.sinks }}
-{{- if $sink.enabled }}
+{{- if and $sink.enabled (eq $.Values.stream.type "kafka") }}
 {{- $_ := set $configs (printf "sink-%s" $name) $sink.config }}
 {{- end }}
 {{- end }}
