@@ -112,6 +112,9 @@ class Partition:
     force: bool = False
     saving: asyncio.Future | None = None
     """Set while a checkpoint is flushing and writing."""
+    since_snapshot: Counter = field(default_factory=Counter)
+    """What the batches applied after the last snapshot added to the runtime's counters: taken
+    back when the partition returns to that snapshot, so a replay counts its records once."""
 
     @property
     def state(self):
@@ -286,6 +289,7 @@ class Runtime:
                       "snapshot and skips that batch whole",
                       extra={"partition": p.name, "offset": offset, "error": reply.error})
             self.owned.pop(tp, None)  # unacked handles stay unacked: they are replayed
+            self.stats.subtract(p.since_snapshot)  # ... and counted again then
             return Outcome.RESTORE
         if t is not Applied and t is not Skipped:  # Unowned: the core lost it
             self.owned.pop(tp, None)
@@ -309,9 +313,10 @@ class Runtime:
                         extra={"partition": p.name, "offset": offset})
         else:
             p.batches += 1
-            self.stats["batches"] += 1
-            self.stats["packet_records"] += reply.records
-        self._count(reply)
+            counted = {"batches": 1, "packet_records": reply.records}
+            self.stats.update(counted)
+            p.since_snapshot.update(counted)
+        self._count(reply, p)
         if reply.encoded and self._publish is not None:
             self._publish(reply.encoded)
         return reply.results
@@ -329,10 +334,11 @@ class Runtime:
         if self._seek is not None:
             await self._seek(tp, p.offset + 1)
 
-    def _count(self, reply: Applied) -> None:
-        self.stats["flow_records"] += reply.flows
-        self.stats["http_records"] += reply.http
-        self.stats["alerts"] += reply.alerts
+    def _count(self, reply: Applied, p: Partition) -> None:
+        counted = {"flow_records": reply.flows, "http_records": reply.http,
+                   "alerts": reply.alerts}
+        self.stats.update(counted)
+        p.since_snapshot.update(counted)
         if reply.detect_error:
             self.stats["detect_errors"] += 1
 
@@ -349,7 +355,7 @@ class Runtime:
             p.dirty = True
         if reply.flows or reply.http:
             p.dirty = True
-        self._count(reply)
+        self._count(reply, p)
         if reply.encoded and self._publish is not None:
             self._publish(reply.encoded)
         return reply.results
@@ -413,6 +419,7 @@ class Runtime:
 
         def done(reply: Reply) -> None:
             handles, p.pending = p.pending, []
+            p.since_snapshot = Counter()  # the snapshot includes them
             fut.set_result((reply, handles))
         p.core.request(TakeSnapshot(p.tid, full), None, done)
         reply, handles = await fut
