@@ -313,9 +313,9 @@ class Runtime:
                         extra={"partition": p.name, "offset": offset})
         else:
             p.batches += 1
-            counted = {"batches": 1, "packet_records": reply.records}
-            self.stats.update(counted)
-            p.since_snapshot.update(counted)
+            self.stats["batches"] += 1
+            self.stats["packet_records"] += reply.records
+            p.since_snapshot.update(batches=1, packet_records=reply.records)
         self._count(reply, p)
         if reply.encoded and self._publish is not None:
             self._publish(reply.encoded)
@@ -335,10 +335,11 @@ class Runtime:
             await self._seek(tp, p.offset + 1)
 
     def _count(self, reply: Applied, p: Partition) -> None:
-        counted = {"flow_records": reply.flows, "http_records": reply.http,
-                   "alerts": reply.alerts}
-        self.stats.update(counted)
-        p.since_snapshot.update(counted)
+        self.stats["flow_records"] += reply.flows
+        self.stats["http_records"] += reply.http
+        self.stats["alerts"] += reply.alerts
+        p.since_snapshot.update(flow_records=reply.flows, http_records=reply.http,
+                                alerts=reply.alerts)
         if reply.detect_error:
             self.stats["detect_errors"] += 1
 
