@@ -119,3 +119,35 @@ def group_lag(bootstrap: str, group: str, topics: list[str]) -> int | None:
     finally:
         c.close()
         a.close()
+
+
+def assert_delivered(ref: dict[str, list[dict]], moto, vals: dict, log_group: str) -> None:
+    """What `mirrorscope analyze` found (``ref``) is what landed in AWS: the same flow, HTTP and
+    alert ids as Parquet in the results bucket (flows with the same counts), CloudWatch metrics
+    in the namespace, and an alert log event for each alert."""
+    from tests.sink_helpers import client
+    s3 = client("s3", moto)
+    got = {t: parquet_rows(s3, vals["sinks"]["s3"]["bucket"], t) for t in ("flows", "http", "alerts")}
+    assert ref["alerts"], "the capture must raise an alert"
+    for table, key in (("flows", "flow_id"), ("http", "http_id"), ("alerts", "alert_id")):
+        assert {r[key] for r in got[table]} == {r[key] for r in ref[table]}, table
+    want = {f["flow_id"]: f for f in ref["flows"]}
+    for r in got["flows"]:
+        f = want[r["flow_id"]]
+        assert (r["packets"], r["bytes"], r["srcaddr"], r["dstport"]) == (
+            f["packets"], f["bytes"], f["srcaddr"], f["dstport"])
+    cw = client("cloudwatch", moto)
+    assert cw.list_metrics(Namespace=vals["sinks"]["cloudwatch"]["namespace"])["Metrics"]
+    events = client("logs", moto).filter_log_events(logGroupName=log_group)["events"]
+    for a in ref["alerts"]:
+        assert any(a["alert_id"] in e["message"] for e in events), a["alert_id"]
+
+
+def provision_results(moto, vals: dict) -> str:
+    """What Terraform makes before the chart for the results: the bucket (storage module) and
+    the alert log group (alarms module), named as the values name them. Returns the group."""
+    from tests.sink_helpers import client
+    client("s3", moto).create_bucket(Bucket=vals["sinks"]["s3"]["bucket"])
+    log_group = vals["sinks"]["cloudwatch"]["logGroup"]
+    client("logs", moto).create_log_group(logGroupName=log_group)
+    return log_group

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.rehearsal.rehearse import (Deployment, analyze, chart_values, group_lag, parquet_rows,
-                                      wait_for)
+from tests.rehearsal.rehearse import (Deployment, analyze, assert_delivered, chart_values,
+                                      group_lag, provision_results, wait_for)
 from tests.rehearsal.runner import require_root
 from tests.services.fixtures import kafka_broker  # noqa: F401
 from tests.services.kafka_sasl import ACCESS_KEY, SECRET_KEY, SecureKafka
 from tests.services.kafka_service import consume_all, create_topic
 from tests.services.moto_service import CREDENTIALS
 from tests.services.traffic import capture_of, tcp_flows, write_pcap
-from tests.sink_helpers import client
 from tests.test_worker_kafka import scan
 
 HERE = Path(__file__).resolve().parent
@@ -58,18 +57,12 @@ def rehearse(values: Path, admin_bootstrap: str, endpoints: dict, redis_url: str
     assert dep.pods["worker"].run_as_user == 10001 and dep.pods["worker"].read_only_root
 
     # What the stack provides before the chart: the topics (MSK creates them on first use with
-    # the stack's partition count), the results bucket (Terraform's storage module) and the
-    # alert log group (its alarms module).
+    # the stack's partition count), the results bucket and the alert log group.
     parts = int(vals["stream"]["partitions"])
     topics = [vals["stream"]["topics"][k] for k in ("packets", "flows", "http", "alerts")]
     for t in topics:
         create_topic(admin_bootstrap, t, parts)
-    s3 = client("s3", moto)
-    bucket = vals["sinks"]["s3"]["bucket"]
-    s3.create_bucket(Bucket=bucket)
-    logs = client("logs", moto)
-    log_group = vals["sinks"]["cloudwatch"]["logGroup"]
-    logs.create_log_group(logGroupName=log_group)
+    log_group = provision_results(moto, vals)
 
     endpoints = {"MIRRORSCOPE_REDIS_URL": redis_url, "AWS_ENDPOINT_URL": moto.url, **endpoints}
     try:
@@ -107,27 +100,12 @@ def rehearse(values: Path, admin_bootstrap: str, endpoints: dict, redis_url: str
     finally:
         dep.stop_all()
 
-    got = {t: parquet_rows(s3, bucket, t) for t in ("flows", "http", "alerts")}
-    assert ref["alerts"], "the capture must raise an alert"
-    for table, key in (("flows", "flow_id"), ("http", "http_id"), ("alerts", "alert_id")):
-        assert {r[key] for r in got[table]} == {r[key] for r in ref[table]}, table
-    want = {f["flow_id"]: f for f in ref["flows"]}
-    for r in got["flows"]:
-        f = want[r["flow_id"]]
-        assert (r["packets"], r["bytes"], r["srcaddr"], r["dstport"]) == (
-            f["packets"], f["bytes"], f["srcaddr"], f["dstport"])
-
-    cw = client("cloudwatch", moto)
-    assert cw.list_metrics(Namespace=vals["sinks"]["cloudwatch"]["namespace"])["Metrics"]
-    events = logs.filter_log_events(logGroupName=log_group)["events"]
-    for a in ref["alerts"]:
-        assert any(a["alert_id"] in e["message"] for e in events), a["alert_id"]
-
+    assert_delivered(ref, moto, vals, log_group)
     assert dep.unread_variables() == {}, "rendered settings that no process reads"
     return dep
 
 
-def test_kafka_deployment_as_rendered_delivers_what_analyze_finds(kafka_broker, redis_db, moto,
+def test_kafka_deployment_as_rendered_delivers_what_analyze_finds(kafka_broker, redis_db, moto,  # noqa: F811
                                                                   capture, tmp_path):
     rehearse(HERE / "values-kafka.yaml", kafka_broker.bootstrap,
              {"MIRRORSCOPE_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.rehearsal.rehearse import Deployment, analyze, chart_values, parquet_rows, wait_for
+from tests.rehearsal.rehearse import (Deployment, analyze, assert_delivered, chart_values,
+                                      provision_results, wait_for)
 from tests.rehearsal.runner import require_root
 from tests.rehearsal.test_rehearsal_kafka import capture  # noqa: F401  (the same capture)
 from tests.services.moto_service import CREDENTIALS
@@ -18,7 +19,7 @@ from tests.sink_helpers import client
 HERE = Path(__file__).resolve().parent
 
 
-def test_kinesis_deployment_as_rendered_delivers_what_analyze_finds(redis_db, moto, capture,
+def test_kinesis_deployment_as_rendered_delivers_what_analyze_finds(redis_db, moto, capture,  # noqa: F811
                                                                     tmp_path):
     require_root()
     moto.reset()
@@ -34,12 +35,7 @@ def test_kinesis_deployment_as_rendered_delivers_what_analyze_finds(redis_db, mo
     kinesis.create_stream(StreamName=stream, ShardCount=int(vals["stream"]["partitions"]))
     wait_for("the stream is active", lambda: kinesis.describe_stream_summary(StreamName=stream)[
         "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 30)
-    s3 = client("s3", moto)
-    bucket = vals["sinks"]["s3"]["bucket"]
-    s3.create_bucket(Bucket=bucket)
-    logs = client("logs", moto)
-    log_group = vals["sinks"]["cloudwatch"]["logGroup"]
-    logs.create_log_group(logGroupName=log_group)
+    log_group = provision_results(moto, vals)
 
     endpoints = {"MIRRORSCOPE_REDIS_URL": redis_db, "AWS_ENDPOINT_URL": moto.url,
                  "AWS_ACCESS_KEY_ID": CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -65,18 +61,5 @@ def test_kinesis_deployment_as_rendered_delivers_what_analyze_finds(redis_db, mo
     finally:
         dep.stop_all()
 
-    got = {t: parquet_rows(s3, bucket, t) for t in ("flows", "http", "alerts")}
-    assert ref["alerts"], "the capture must raise an alert"
-    for table, key in (("flows", "flow_id"), ("http", "http_id"), ("alerts", "alert_id")):
-        assert {r[key] for r in got[table]} == {r[key] for r in ref[table]}, table
-    want = {f["flow_id"]: f for f in ref["flows"]}
-    for r in got["flows"]:
-        f = want[r["flow_id"]]
-        assert (r["packets"], r["bytes"], r["srcaddr"], r["dstport"]) == (
-            f["packets"], f["bytes"], f["srcaddr"], f["dstport"])
-    cw = client("cloudwatch", moto)
-    assert cw.list_metrics(Namespace=vals["sinks"]["cloudwatch"]["namespace"])["Metrics"]
-    events = logs.filter_log_events(logGroupName=log_group)["events"]
-    for a in ref["alerts"]:
-        assert any(a["alert_id"] in e["message"] for e in events), a["alert_id"]
+    assert_delivered(ref, moto, vals, log_group)
     assert dep.unread_variables() == {}, "rendered settings that no process reads"
