@@ -50,6 +50,8 @@ SELECT
   "truncated_pkts",
   "fragment_pkts",
   "schema_version",
+  "start_time",
+  "end_time",
   "dt",
   "hour"
 FROM (
