@@ -105,7 +105,8 @@ def test_70k_head_in_embedded_collect_reconciles_and_is_reported(tmp_path):
     port = _udp_port()
     out = tmp_path / "out"
     c = Collector(["--transport", "embedded", "--out", str(out), "--listen", "127.0.0.1",
-                   "--port", str(port), "--health-port", "0", "--metrics-port", "0"],
+                   "--port", str(port), "--source-cidr", "127.0.0.1/32",
+                   "--health-port", "0", "--metrics-port", "0"],
                   tmp_path, env={"MIRRORSCOPE_STATS_INTERVAL_S": "0.2"}).start()
     normal = tcp_flows(50)
     hostile = hostile_connection()
@@ -387,7 +388,8 @@ def test_pcapng_block_naming_an_undefined_interface_is_skipped_not_fatal(tmp_pat
 
 def test_collector_endpoints_bind_the_listen_address_unless_told_otherwise(tmp_path):
     c = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(_udp_port()),
-                   "--health-port", "0", "--metrics-port", "0"], tmp_path).start()
+                   "--source-cidr", "127.0.0.1/32", "--health-port", "0", "--metrics-port", "0"],
+                  tmp_path).start()
     try:
         c.wait_ready()
         assert c.events("health endpoint")[0]["address"] == "127.0.0.1"
@@ -396,7 +398,8 @@ def test_collector_endpoints_bind_the_listen_address_unless_told_otherwise(tmp_p
     finally:
         c.stop()
     c2 = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(_udp_port()),
-                    "--health-port", "0", "--metrics-port", "0"], tmp_path / "2",
+                    "--source-cidr", "127.0.0.1/32", "--health-port", "0", "--metrics-port", "0"],
+                   tmp_path / "2",
                    env={"MIRRORSCOPE_METRICS_ADDRESS": "0.0.0.0"}).start()
     try:
         c2.wait_ready()

@@ -20,7 +20,7 @@ PY=${PYTHON:-python3.11}
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-if ! "$PY" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$tmp/wheelhouse" "$ROOT" \
+if ! "$PY" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$tmp/wheelhouse" "$ROOT[stream,aws]" \
     > "$tmp/build.log" 2>&1; then
   cat "$tmp/build.log" >&2
   echo "build-collector-artifact: pip wheel failed (log above)" >&2

@@ -92,7 +92,8 @@ def test_collector_drops_reach_cloudwatch_and_the_rendered_alarm_fires(example_p
     port = udp.getsockname()[1]
     udp.close()
     c = Collector(["--transport", "null", "--listen", "127.0.0.1", "--port", str(port), "--processes", "1",
-                   "--health-port", "0", "--metrics-port", "0"], tmp_path,
+                   "--source-cidr", "127.0.0.1/32", "--health-port", "0", "--metrics-port", "0"],
+                  tmp_path,
                   env={"MIRRORSCOPE_CLOUDWATCH_ENABLED": "true", "MIRRORSCOPE_CLOUDWATCH_INTERVAL_S": "1",
                        "MIRRORSCOPE_CLOUDWATCH_NAMESPACE": rendered["namespace"],
                        "MIRRORSCOPE_CLOUDWATCH_DIMENSIONS": "{}"})
