@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -210,3 +211,25 @@ def test_default_dir_from_environment(tmp_path):
     d = tmp_path / "from-env"
     p = cli("status", env={"MIRRORSCOPE_SERVICES_DIR": str(d)})
     assert str(d) in p.stdout and "no services running" in p.stdout
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_service_is_free_again():
+    """A stopped server that closed its connections first leaves them in TIME_WAIT; `services
+    up` must still see its port as free (as the server itself, binding with SO_REUSEADDR,
+    would), or a restarted service moves to a new port. A port someone listens on is not free."""
+    from tests.services.services_cli import port_free
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    assert not port_free(port)  # listening
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end waits in TIME_WAIT
+    cli.close()
+    srv.close()
+    with socket.socket() as probe:  # what the probe did before: refused while TIME_WAIT lasts
+        with pytest.raises(OSError):
+            probe.bind(("127.0.0.1", port))
+    assert port_free(port)

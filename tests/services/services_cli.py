@@ -81,6 +81,9 @@ def port_answers(port: int) -> bool:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers bind: a port whose last connections wait in TIME_WAIT after a stop is
+        # free for them, and a restarted service keeps its address (a listener still fails).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
