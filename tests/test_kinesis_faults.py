@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from stream_app.core.processor import Processor
 from tests.services.fixtures import kafka_broker  # noqa: F401  (capture's fixtures)
-from tests.test_kinesis_worker import StandInKinesis, _replay
+from tests.test_kinesis_worker import StandInKinesis, _replay, solo_consumer
 from tests.test_worker_kafka import capture  # noqa: F401
+from tests.waiting import wait_until_async
 
 
 def test_a_batch_the_core_raises_on_sends_the_shard_back_to_its_snapshot(
         capture, redis_db, tmp_path, monkeypatch):  # noqa: F811
-    import redis
-
-    from stream_app.adapters.kinesis import ConsumerConfig, KinesisConsumer
-    from stream_app.core.processor import CoreConfig
-    from stream_app.runtime.outputs import FolderResults
-    from stream_app.runtime.runtime import Runtime, RuntimeConfig
-    from stream_app.state.codec import Codec
-    from stream_app.state.store import RedisStore
-
     parts, ref = capture
     k = StandInKinesis(2)
     published = _replay(k, parts, end_marker=True)["published"]
@@ -48,26 +39,16 @@ def test_a_batch_the_core_raises_on_sends_the_shard_back_to_its_snapshot(
     monkeypatch.setattr(Processor, "process", process)
 
     async def run() -> tuple[dict, dict]:
-        r = redis.Redis.from_url(redis_db)
-        runtime = Runtime(RedisStore(r), Codec(b"test-state-key"), CoreConfig(),
-                          RuntimeConfig(checkpoint_interval=0.2, idle_advance=0,
-                                        contiguous_offsets=False))
-        out = FolderResults(tmp_path / "out")
-        c = KinesisConsumer(ConsumerConfig(stream="s", app_name="t", worker_id="solo",
-                                           lease_ms=1500, shard_refresh=0.3, poll_interval=0.05,
-                                           read_interval=0.0, settle=0.0),
-                            runtime, out, r, k)
+        r, runtime, out, c = solo_consumer(k, redis_db, tmp_path / "out")
         stop = asyncio.Event()
         task = asyncio.create_task(c.run(stop))
-        deadline = time.monotonic() + 60
-        want = published - seen["poison"][1] if seen["poison"] else None
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+
+        def settled():
             want = published - seen["poison"][1] if seen["poison"] else None
-            if want is not None and runtime.stats["packet_records"] >= want \
-                    and runtime.stats["batches_failed_skipped"] \
-                    and not any(runtime.due(tp) for tp in runtime.owned):
-                break
+            return (want is not None and runtime.stats["packet_records"] >= want
+                    and runtime.stats["batches_failed_skipped"]
+                    and not any(runtime.due(tp) for tp in runtime.owned))
+        await wait_until_async(settled, 60, interval=0.2, fail=False)  # the asserts say what
         stop.set()
         await task
         out.close()

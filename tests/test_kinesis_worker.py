@@ -498,15 +498,8 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
     iterator are retried; records that are not packet batches are counted and skipped.
     Every packet is in exactly one flow record, and every flow the split did not cut is
     the one analyze makes."""
-    import redis
 
     from collectors.kpl import MAGIC
-    from stream_app.core.processor import CoreConfig
-    from stream_app.state.codec import Codec
-    from stream_app.adapters.kinesis import ConsumerConfig, KinesisConsumer
-    from stream_app.runtime.outputs import FolderResults
-    from stream_app.state.store import RedisStore
-    from stream_app.runtime.runtime import Runtime, RuntimeConfig
 
     parts, ref = capture
     k = StandInKinesis(2)
@@ -520,15 +513,7 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
     k.fail = ["ProvisionedThroughputExceededException"] * 3 + ["ExpiredIteratorException"]
 
     async def run() -> tuple[dict, dict]:
-        r = redis.Redis.from_url(redis_db)
-        runtime = Runtime(RedisStore(r), Codec(b"test-state-key"), CoreConfig(),
-                          RuntimeConfig(checkpoint_interval=0.2, idle_advance=0,
-                                        contiguous_offsets=False))
-        out = FolderResults(tmp_path / "out")
-        c = KinesisConsumer(ConsumerConfig(stream="s", app_name="t", worker_id="solo",
-                                           lease_ms=1500, shard_refresh=0.3, poll_interval=0.05,
-                                           read_interval=0.0, settle=0.0),
-                            runtime, out, r, k)
+        r, runtime, out, c = solo_consumer(k, redis_db, tmp_path / "out")
         stop = asyncio.Event()
         task = asyncio.create_task(c.run(stop))
         await wait_until_async(
@@ -572,3 +557,28 @@ def test_resharding_throttling_and_undecodable_records(capture, redis_db, tmp_pa
             c[f["community_id"], "bytes"] += f["bytes"]
         return c
     assert per_conversation(flows) == per_conversation(ref["flows"].values())
+
+
+def solo_consumer(kinesis, redis_url: str, out_dir: Path):
+    """One in-process Kinesis consumer over ``kinesis`` (a StandInKinesis) with a real Redis,
+    checkpointing every 0.2 s and writing results to ``out_dir``: (redis, runtime, outputs,
+    consumer)."""
+    import redis
+
+    from stream_app.adapters.kinesis import ConsumerConfig, KinesisConsumer
+    from stream_app.core.processor import CoreConfig
+    from stream_app.runtime.outputs import FolderResults
+    from stream_app.runtime.runtime import Runtime, RuntimeConfig
+    from stream_app.state.codec import Codec
+    from stream_app.state.store import RedisStore
+
+    r = redis.Redis.from_url(redis_url)
+    runtime = Runtime(RedisStore(r), Codec(b"test-state-key"), CoreConfig(),
+                      RuntimeConfig(checkpoint_interval=0.2, idle_advance=0,
+                                    contiguous_offsets=False))
+    out = FolderResults(out_dir)
+    c = KinesisConsumer(ConsumerConfig(stream="s", app_name="t", worker_id="solo",
+                                       lease_ms=1500, shard_refresh=0.3, poll_interval=0.05,
+                                       read_interval=0.0, settle=0.0),
+                        runtime, out, r, kinesis)
+    return r, runtime, out, c
