@@ -117,25 +117,20 @@ class KafkaSecurity:
 
     def kafka_python(self) -> dict:
         """Keyword arguments for kafka-python's KafkaProducer/KafkaConsumer/KafkaAdminClient."""
-        conf: dict = {"security_protocol": self.protocol}
-        if self.tls:
-            conf["ssl_context"] = self.ssl_context()
-        if self.mechanism == "AWS_MSK_IAM":
-            conf["sasl_mechanism"] = "OAUTHBEARER"
-            conf["sasl_oauth_token_provider"] = kafka_python_msk_iam(MskIamToken(self.region))
-        elif self.mechanism:
-            conf.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
-                        sasl_plain_password=self.password)
-        return conf
+        return self._client_conf(kafka_python_msk_iam)
 
     def aiokafka(self) -> dict:
         """Keyword arguments for aiokafka's clients."""
+        return self._client_conf(aiokafka_msk_iam)
+
+    def _client_conf(self, msk_iam_provider) -> dict:
+        # The two libraries take the same keywords; only their token-provider base differs.
         conf: dict = {"security_protocol": self.protocol}
         if self.tls:
             conf["ssl_context"] = self.ssl_context()
         if self.mechanism == "AWS_MSK_IAM":
             conf["sasl_mechanism"] = "OAUTHBEARER"
-            conf["sasl_oauth_token_provider"] = aiokafka_msk_iam(MskIamToken(self.region))
+            conf["sasl_oauth_token_provider"] = msk_iam_provider(MskIamToken(self.region))
         elif self.mechanism:
             conf.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                         sasl_plain_password=self.password)
