@@ -13,10 +13,15 @@ from typing import Literal
 import msgspec
 
 PACKET_BATCH_VERSION = 1
-FLOW_RECORD_VERSION = 2
-"""2: adds start_time/end_time (sub-second); version 1 records read as version 2 with them null."""
+FLOW_RECORD_VERSION = 3
+"""2: adds start_time/end_time (sub-second); version 1 records read as version 2 with them null.
+3: adds app_proto_source and TCP health (handshake RTTs, retransmissions, reordering, zero
+windows, missed bytes); older records read as version 3 with them null."""
 HTTP_RECORD_VERSION = 1
 ALERT_RECORD_VERSION = 1
+DNS_RECORD_VERSION = 1
+TLS_RECORD_VERSION = 1
+SSH_RECORD_VERSION = 1
 
 # Why the flow stopped accumulating into this record.
 EndReason = Literal["fin", "rst", "idle", "active", "eof", "evicted"]
@@ -158,6 +163,30 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     version 1 records."""
     end_time: float | None = None
     """Unix seconds of the last packet with its fraction; null in version 1 records."""
+    # --- schema version 3 ---
+    app_proto_source: str | None = None
+    """How ``app_proto`` was decided: "content" (the flow's bytes parsed as the protocol, on
+    any port) or "port" (a guess from a well-known port when no content decided it)."""
+    handshake_rtt_resp: float | None = None
+    """TCP: seconds from the SYN to the SYN-ACK as the mirror saw them (the tap to the
+    responder and back); null when the handshake was not seen."""
+    handshake_rtt_orig: float | None = None
+    """TCP: seconds from the SYN-ACK to the originator's ACK (the tap to the originator and
+    back)."""
+    orig_retrans_pkts: int | None = None
+    """TCP: originator segments carrying only bytes already seen (retransmissions)."""
+    orig_retrans_bytes: int | None = None
+    resp_retrans_pkts: int | None = None
+    resp_retrans_bytes: int | None = None
+    orig_ooo_pkts: int | None = None
+    """TCP: originator segments that arrived ahead of a hole (out of order)."""
+    resp_ooo_pkts: int | None = None
+    orig_zero_windows: int | None = None
+    """TCP: times the originator advertised a zero receive window."""
+    resp_zero_windows: int | None = None
+    missed_bytes: int | None = None
+    """TCP: bytes of either direction the capture never delivered although the peer
+    acknowledged them or later data shows they were sent (Zeek's missed_bytes)."""
 
 
 class HttpTransaction(msgspec.Struct, omit_defaults=False):
@@ -237,6 +266,152 @@ class Alert(msgspec.Struct, omit_defaults=False):
     schema_version: int = ALERT_RECORD_VERSION
 
 
+class DnsAnswer(msgspec.Struct, omit_defaults=False):
+    """One resource record of a DNS response's answer section."""
+
+    name: str
+    type: str
+    """The type's mnemonic (A, AAAA, CNAME, ...), or TYPE<n> for one without a name."""
+    ttl: int
+    data: str
+    """The record's data as text: an address, a name, TXT strings joined, or hex for types
+    not decoded."""
+
+
+class DnsTransaction(msgspec.Struct, omit_defaults=False):
+    """One DNS query and its response (either may be missing: see ``tags``), in the spirit of
+    Zeek's dns.log, over UDP or TCP."""
+
+    dns_id: str
+    """Deterministic: the connection's id, a dash, and the query's order in the flow."""
+    ts: float
+    """Unix seconds of the query (of the response, when no query was seen)."""
+    community_id: str
+    vni: int | None
+    srcaddr: str
+    """The client."""
+    srcport: int
+    dstaddr: str
+    """The server."""
+    dstport: int
+    transport: str
+    """udp or tcp."""
+    trans_id: int
+    query: str | None
+    """The first question's name, without the trailing dot."""
+    qclass: int | None
+    qtype: int | None
+    qtype_name: str | None
+    rcode: int | None
+    rcode_name: str | None
+    """NOERROR, NXDOMAIN, SERVFAIL, ...; null without a response."""
+    authoritative: bool
+    truncated: bool
+    """The TC bit of the response (or of the query): the answer did not fit."""
+    recursion_desired: bool
+    recursion_available: bool
+    answers: list[DnsAnswer]
+    rtt: float | None
+    """Seconds from the query to its response."""
+    tags: list[str]
+    """What was odd: no_response, no_query, malformed, ..."""
+    flow_direction: str | None
+    schema_version: int = DNS_RECORD_VERSION
+
+
+class TlsCertificate(msgspec.Struct, omit_defaults=False):
+    """One certificate of a chain the server sent in the clear (TLS 1.2 and below)."""
+
+    subject: str
+    """RFC 4514 text."""
+    issuer: str
+    serial: str
+    """Hex."""
+    not_before: float
+    """Unix seconds."""
+    not_after: float
+    sans: list[str]
+    """DNS names and IP addresses of the subjectAltName extension."""
+    sha256: str
+    """Hex digest of the DER certificate."""
+    self_signed: bool
+
+
+class TlsHandshake(msgspec.Struct, omit_defaults=False):
+    """One TLS handshake: what the client offered, what the server chose, the fingerprints
+    and, when sent in the clear, the certificate chain (in the spirit of Zeek's ssl.log and
+    x509.log)."""
+
+    tls_id: str
+    """Deterministic: the connection's id, a dash, and the handshake's order in it."""
+    ts: float
+    """Unix seconds of the ClientHello (of the ServerHello, when the client's was not seen)."""
+    community_id: str
+    vni: int | None
+    srcaddr: str
+    """The client."""
+    srcport: int
+    dstaddr: str
+    """The server."""
+    dstport: int
+    version: str | None
+    """The negotiated version (TLSv1.3 from supported_versions, else the ServerHello's)."""
+    cipher: str | None
+    """The chosen cipher suite's IANA name (0x.... when unnamed)."""
+    server_name: str | None
+    """SNI."""
+    alpn_offered: list[str]
+    alpn: str | None
+    """The protocol the server chose."""
+    ja4: str | None
+    """FoxIO JA4 of the ClientHello."""
+    ja4s: str | None
+    """FoxIO JA4S of the ServerHello."""
+    resumed: bool
+    """The server accepted a session resumption (session id or PSK)."""
+    established: bool
+    """Both sides' handshake completed as far as the capture shows (no fatal alert first)."""
+    alert: str | None
+    """The first alert's description, when one was sent in the clear during the handshake."""
+    cert_chain: list[TlsCertificate]
+    tags: list[str]
+    """What was odd: no_client_hello, no_server_hello, failed, malformed, gap, ..."""
+    flow_direction: str | None
+    schema_version: int = TLS_RECORD_VERSION
+
+
+class SshSession(msgspec.Struct, omit_defaults=False):
+    """One SSH connection's banners and key-exchange offers (in the spirit of Zeek's
+    ssh.log), with HASSH fingerprints."""
+
+    ssh_id: str
+    """Deterministic: the connection's id."""
+    ts: float
+    community_id: str
+    vni: int | None
+    srcaddr: str
+    """The client."""
+    srcport: int
+    dstaddr: str
+    """The server."""
+    dstport: int
+    client: str | None
+    """The client's identification string (SSH-2.0-...)."""
+    server: str | None
+    hassh: str | None
+    """HASSH of the client's KEXINIT."""
+    hassh_server: str | None
+    kex_alg: str | None
+    """Negotiated: the first client algorithm the server also lists."""
+    host_key_alg: str | None
+    cipher_alg: str | None
+    mac_alg: str | None
+    compression_alg: str | None
+    tags: list[str]
+    flow_direction: str | None
+    schema_version: int = SSH_RECORD_VERSION
+
+
 # The types that get a committed JSON Schema under schemas/jsonschema/.
 SCHEMA_TYPES: dict[str, type] = {
     "packet_record": PacketRecord,
@@ -244,4 +419,7 @@ SCHEMA_TYPES: dict[str, type] = {
     "flow_record": FlowRecord,
     "http_transaction": HttpTransaction,
     "alert": Alert,
+    "dns_transaction": DnsTransaction,
+    "tls_handshake": TlsHandshake,
+    "ssh_session": SshSession,
 }

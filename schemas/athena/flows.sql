@@ -48,7 +48,19 @@ CREATE EXTERNAL TABLE IF NOT EXISTS `mirrorscope`.`flows` (
   `fragment_pkts`       bigint,
   `schema_version`      bigint,
   `start_time`          double,
-  `end_time`            double
+  `end_time`            double,
+  `app_proto_source`    string,
+  `handshake_rtt_resp`  double,
+  `handshake_rtt_orig`  double,
+  `orig_retrans_pkts`   bigint,
+  `orig_retrans_bytes`  bigint,
+  `resp_retrans_pkts`   bigint,
+  `resp_retrans_bytes`  bigint,
+  `orig_ooo_pkts`       bigint,
+  `resp_ooo_pkts`       bigint,
+  `orig_zero_windows`   bigint,
+  `resp_zero_windows`   bigint,
+  `missed_bytes`        bigint
 )
 COMMENT 'MirrorScope flow records (VPC Flow Logs v5 fields + vni, community_id, Zeek conn fields)'
 PARTITIONED BY (`dt` string, `hour` string)

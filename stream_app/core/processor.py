@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from schemas.records import Alert, FlowRecord, HttpTransaction, PacketRecord
+from schemas.records import (
+    Alert,
+    DnsTransaction,
+    FlowRecord,
+    HttpTransaction,
+    PacketRecord,
+    SshSession,
+    TlsHandshake,
+)
 from stream_app.core.detectors import DetectConfig, Detectors
 from stream_app.core.flowtable import FlowConfig, FlowTable
 from stream_app.core.l7 import L7, L7Config
@@ -29,9 +37,12 @@ class Results:
     flows: list[FlowRecord] = field(default_factory=list)
     http: list[HttpTransaction] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    dns: list[DnsTransaction] = field(default_factory=list)
+    tls: list[TlsHandshake] = field(default_factory=list)
+    ssh: list[SshSession] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.flows or self.http or self.alerts)
+        return bool(self.flows or self.http or self.alerts or self.dns or self.tls or self.ssh)
 
 
 @dataclass

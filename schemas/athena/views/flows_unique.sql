@@ -52,6 +52,18 @@ SELECT
   "schema_version",
   "start_time",
   "end_time",
+  "app_proto_source",
+  "handshake_rtt_resp",
+  "handshake_rtt_orig",
+  "orig_retrans_pkts",
+  "orig_retrans_bytes",
+  "resp_retrans_pkts",
+  "resp_retrans_bytes",
+  "orig_ooo_pkts",
+  "resp_ooo_pkts",
+  "orig_zero_windows",
+  "resp_zero_windows",
+  "missed_bytes",
   "dt",
   "hour"
 FROM (

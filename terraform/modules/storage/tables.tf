@@ -51,6 +51,18 @@ locals {
     { name = "schema_version", type = "bigint", comment = null },
     { name = "start_time", type = "double", comment = "Unix seconds with fraction (schema_version 2)" },
     { name = "end_time", type = "double", comment = "Unix seconds with fraction (schema_version 2)" },
+    { name = "app_proto_source", type = "string", comment = "content or port (schema_version 3)" },
+    { name = "handshake_rtt_resp", type = "double", comment = "TCP SYN to SYN-ACK seconds (schema_version 3)" },
+    { name = "handshake_rtt_orig", type = "double", comment = "TCP SYN-ACK to ACK seconds (schema_version 3)" },
+    { name = "orig_retrans_pkts", type = "bigint", comment = "schema_version 3" },
+    { name = "orig_retrans_bytes", type = "bigint", comment = "schema_version 3" },
+    { name = "resp_retrans_pkts", type = "bigint", comment = "schema_version 3" },
+    { name = "resp_retrans_bytes", type = "bigint", comment = "schema_version 3" },
+    { name = "orig_ooo_pkts", type = "bigint", comment = "schema_version 3" },
+    { name = "resp_ooo_pkts", type = "bigint", comment = "schema_version 3" },
+    { name = "orig_zero_windows", type = "bigint", comment = "schema_version 3" },
+    { name = "resp_zero_windows", type = "bigint", comment = "schema_version 3" },
+    { name = "missed_bytes", type = "bigint", comment = "schema_version 3" },
   ]
 
   http_columns = [
