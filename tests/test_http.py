@@ -238,7 +238,11 @@ def test_http_on_a_non_standard_port_and_not_on_other_protocols(tmp_path):
     _, flows = run([CORPUS / "zeek-http" / "http-single-conn-22.pcap"], tmp_path)
     assert any(f.app_proto == "http" and f.dstport == 22 for f in flows)
     _, flows = run([CORPUS / "sv__vxlan-decoder-03__vxlan.pcap"], tmp_path)  # SSH
-    assert all(f.app_proto is None for f in flows)
+    assert flows and not any(f.app_proto == "http" for f in flows)
+    ssh = [f for f in flows if f.dstport == 22]
+    assert ssh and all(f.app_proto == "ssh" and f.app_proto_source == "content" for f in ssh)
+    ntp = [f for f in flows if f.dstport == 123]
+    assert ntp and all(f.app_proto == "ntp" and f.app_proto_source == "port" for f in ntp)
 
 
 def test_thousand_requests_one_dropped_response_bounded_pending(tmp_path):

@@ -285,6 +285,12 @@ def _half_open(f: FlowRecord) -> bool:
     return f.protocol == TCP and "S" in h and "A" not in h and "D" not in h
 
 
+# Functions (engine, records) run on each batch's DNS and TLS records; filled by
+# stream_app/core/detectors_dns.py and detectors_tls.py.
+_DNS_DETECTORS: list = []
+_TLS_DETECTORS: list = []
+
+
 # -- the engine -------------------------------------------------------------------------------
 @dataclass
 class Detectors:
@@ -302,7 +308,7 @@ class Detectors:
 
     # records in ------------------------------------------------------------------------------
     def observe(self, flows: list[FlowRecord], http: list[HttpTransaction],
-                now: float | None = None) -> list[Alert]:
+                now: float | None = None, dns=(), tls=(), ssh=()) -> list[Alert]:
         c = self.config
         # Per-batch memo: a (key, member) already applied in this batch changes nothing, so
         # floods and scans (thousands of alike records) cost one state operation per key.
@@ -357,6 +363,12 @@ class Detectors:
                 self._http(h, tx)
             for (src, ws), (count, exp, errors) in tx.items():
                 self._http_errors(src, ws, count, exp, errors)
+        # DNS and TLS detectors live in their own modules; each takes the engine (its config,
+        # state and _emit) and the batch's records of its kind.
+        for observe, recs in ((_DNS_DETECTORS, dns), (_TLS_DETECTORS, tls)):
+            if recs:
+                for fn in observe:
+                    fn(self, recs)
         if now is not None and now > self.now:
             self.now = now
         self.state.expire(self.now)  # every key carries its own expiry (incl. lateness)

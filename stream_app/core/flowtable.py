@@ -28,6 +28,7 @@ from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
 from stream_app.core.l7 import L7
+from stream_app.core.protocols import port_guess
 
 NS = 1_000_000_000
 TCP, UDP, SCTP = 6, 17, 132
@@ -207,6 +208,7 @@ class FlowTable:
         skip the state machine."""
         flows_get = self.flows.get
         l7_undecided = self.l7.undecided if self.l7 is not None else None
+        l7_udp = self.l7.udp if self.l7 is not None else None
         linger, active = self._linger, self._active
         now = self.now_ns
         for r in it:
@@ -281,6 +283,15 @@ class FlowTable:
                     self.now_ns = now
                     self._tcp(f, kind, ts)
             elif proto == UDP:
+                a = f.l7
+                if a is not False:
+                    try:  # the flow boundary, as for TCP
+                        if a is None:
+                            l7_udp(f, r, is_orig)
+                        else:
+                            a.packet(r, is_orig)
+                    except Exception as exc:  # noqa: BLE001
+                        self._l7_failed(f, exc)
                 # Zeek's UDP analyzer: 'D' once the originator sent a datagram, 'd' once the
                 # responder did (udp/UDP.cc CheckHistory), so a DNS exchange reads "Dd".
                 if is_orig:
@@ -313,7 +324,7 @@ class FlowTable:
             f.direction = r.direction
         f.conn_first_ns = r.ts_ns
         f.idle_ns = self._idle
-        if r.proto == TCP and self.l7 is not None:
+        if self.l7 is not None and (r.proto == TCP or r.proto == UDP and self.l7.udp_protocols):
             f.l7 = None
         if len(self.flows) >= self._max_flows:
             self._evict(out)
@@ -450,6 +461,13 @@ class FlowTable:
                                             f.orig_data, f.resp_data)
         else:
             state = tcpstate.conn_state_other(f.proto, f.orig_pkts, f.resp_pkts)
+        app_proto, source = f.app_proto, "content"
+        if app_proto is None:
+            source = None
+            if f.orig_data or f.resp_data:
+                app_proto = port_guess(f.proto, f.resp_port, f.orig_port)
+                if app_proto is not None:
+                    source = "port"
         return FlowRecord(
             version=5, account_id=None, interface_id=None,
             srcaddr=src, dstaddr=dst, srcport=f.orig_port, dstport=f.resp_port, protocol=f.proto,
@@ -465,9 +483,10 @@ class FlowTable:
             orig_pkts=f.orig_pkts, orig_bytes=f.orig_bytes,
             resp_pkts=f.resp_pkts, resp_bytes=f.resp_bytes,
             duration=(f.last_ns - f.first_ns) / NS, conn_state=state, history=f.history,
-            app_proto=f.app_proto, end_reason=reason,
+            app_proto=app_proto, end_reason=reason,
             truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
             start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
+            app_proto_source=source,
         )
 
 

@@ -49,6 +49,8 @@ MAX_WAIT_NS = 2 * NS
 """Capture time a segment may wait so: mirror copies arrive out of order by milliseconds; a
 longer wait means the bytes are lost (or only one direction is mirrored)."""
 MAX_HELD = 32
+UDP_TRIES = 4
+"""Datagrams of a UDP flow looked at before it is left unnamed by content."""
 """Segments held while the first bytes of a connection may still start an HTTP message."""
 
 
@@ -57,6 +59,9 @@ class L7Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     reassembly_cap: int = DEFAULT_BUFFER_CAP
     """Bytes of out-of-order data buffered per direction before the hole is declared a gap."""
+    protocols: frozenset[str] = frozenset({"http", "tls", "ssh", "dns"})
+    """The application protocols recognised by content and analysed (HTTP always is while
+    application analysis is on at all; the others can be left out)."""
 
 
 class HttpAnalyzer:
@@ -229,6 +234,15 @@ class L7:
         """Times a segment waited for the other direction's bytes it acknowledges."""
         self.ack_gaps = 0
         """Times those bytes never came (declared a gap)."""
+        from stream_app.core.protocols import tcp_protocols, udp_protocols
+        self.tcp_protocols = [p for p in tcp_protocols() if p.name in self.config.protocols]
+        self.udp_protocols = [p for p in udp_protocols() if p.name in self.config.protocols]
+        self.flows_by_proto: dict[str, int] = {}
+        """Flows whose protocol content decided, by protocol (http counted in http_flows)."""
+        self.dns: list = []
+        self.tls: list = []
+        self.ssh: list = []
+        """Records the other analyzers made since the last take_more()."""
 
     def undecided(self, f, r, is_orig: bool) -> None:
         """Decide whether the flow is HTTP from its first data: a request from the client, or
@@ -253,20 +267,72 @@ class L7:
         elif not isinstance(held, list):  # one client record, as state saved before 2026-12
             f.l7_held = held = [(held, True)]
         held.append((r, is_orig))
-        client = _verdict(_first_bytes(held, True, f.isn_orig), True)
-        server = _verdict(_first_bytes(held, False, f.isn_resp), False)
+        cbytes = _first_bytes(held, True, f.isn_orig)
+        sbytes = _first_bytes(held, False, f.isn_resp)
+        client = _verdict(cbytes, True)
+        server = _verdict(sbytes, False)
         if client or server:
             self._start(f, r, held)
-        elif server is False or (client is False and is_orig and sum(o for _, o in held) > 1):
-            # The server's first bytes are no status line, or the client sent more after
-            # bytes that begin no request without an answer: not HTTP.
-            f.l7 = False
-            f.l7_held = None
-        elif len(held) >= MAX_HELD:
+            return
+        # HTTP is ruled out when the server's first bytes are no status line, or the client
+        # sent more after bytes that begin no request without an answer.
+        undecided = not (server is False or (client is False and is_orig
+                                              and sum(o for _, o in held) > 1))
+        for p in self.tcp_protocols:
+            c = p.client(cbytes) if cbytes is not None else None
+            sv = p.server(sbytes) if sbytes is not None else None
+            if c or sv:
+                self._start_other(f, p, held)
+                return
+            if c is None and sv is None:  # neither side has ruled it out yet
+                undecided = True
+        if not undecided or len(held) >= MAX_HELD:
             f.l7 = False
             f.l7_held = None
         # else: the first bytes may still become a message (or the client's malformed
         # request may still be answered by a status line): wait.
+
+    def _start_other(self, f, p, held) -> None:
+        """Protocol ``p`` recognised by the held first bytes: hand them to its analyzer."""
+        self.flows_by_proto[p.name] = self.flows_by_proto.get(p.name, 0) + 1
+        f.app_proto = p.name
+        f.l7_held = None
+        if p.analyzer is None:
+            f.l7 = False
+            return
+        a = p.analyzer(self, f, f.isn_orig, f.isn_resp, False)
+        f.l7 = a
+        for rec, o in held:
+            d = a.orig if o else a.resp
+            if d is not None and d.next_seq is None:
+                d.next_seq = rec.seq
+                d.midstream = True
+            a.packet(rec, o)
+            if f.l7 is not a:  # the analyzer finished with the held bytes already
+                return
+
+    def udp(self, f, r, is_orig: bool) -> None:
+        """A datagram of a UDP flow whose protocol is not decided yet."""
+        if r.payload_len:
+            payload = r.payload
+            for p in self.udp_protocols:
+                if p.verdict(payload, is_orig, f):
+                    self.flows_by_proto[p.name] = self.flows_by_proto.get(p.name, 0) + 1
+                    f.app_proto = p.name
+                    if p.analyzer is None:
+                        f.l7 = False
+                        return
+                    f.l7 = a = p.analyzer(self, f)
+                    a.packet(r, is_orig)
+                    return
+            f.l7_tries += 1
+        if f.l7_tries >= UDP_TRIES or not self.udp_protocols:
+            f.l7 = False
+
+    def detach(self, f) -> None:
+        """An analyzer is done with flow ``f`` (its records made): the rest of the flow is
+        counted, not analysed."""
+        f.l7 = False
 
     def _start(self, f, r, held) -> None:
         self.http_flows += 1
@@ -288,6 +354,13 @@ class L7:
         if not looks_like_http(data, is_orig):
             m = (_RESYNC_REQUEST if is_orig else _RESYNC_RESPONSE).search(data)
             if m is None:
+                if _tls_record(data) and any(p.name == "tls" for p in self.tcp_protocols):
+                    # TLS records mid-connection: the handshake was missed, the protocol is
+                    # still plain from the record framing.
+                    self.flows_by_proto["tls"] = self.flows_by_proto.get("tls", 0) + 1
+                    f.app_proto = "tls"
+                    f.l7 = False
+                    return
                 f.l7_tries += 1
                 if f.l7_tries >= MIDSTREAM_TRIES:
                     f.l7 = False
@@ -307,7 +380,10 @@ class L7:
     def flow_end(self, f) -> None:
         a = f.l7
         if a:
-            self.emit(f, a.finish(f.last_ns))
+            if type(a) is HttpAnalyzer:
+                self.emit(f, a.finish(f.last_ns))
+            else:
+                a.finish(f.last_ns)
             f.l7 = False
 
     def emit(self, f, txns: list[Txn]) -> None:
@@ -342,6 +418,9 @@ class L7:
         a = f.l7
         if not a:
             return
+        if type(a) is not HttpAnalyzer:
+            a.abandon()
+            return
         conv = a.conv
         txns = list(conv.done)
         pending = list(conv.pending)
@@ -360,6 +439,12 @@ class L7:
                 self.emit(a.flow, a.conv.take())
         self.ready.clear()
         out, self.out = self.out, []
+        return out
+
+    def take_more(self) -> tuple[list, list, list]:
+        """The DNS, TLS and SSH records made since the last call."""
+        out = self.dns, self.tls, self.ssh
+        self.dns, self.tls, self.ssh = [], [], []
         return out
 
 
@@ -398,6 +483,13 @@ def _first_bytes(held, is_orig: bool, isn: int | None) -> bytes | None:
             break  # a hole: what follows it cannot count yet
         out += payload[len(out) - off:]
     return out
+
+
+def _tls_record(data: bytes) -> bool:
+    """Whether ``data`` starts with a TLS record header (change_cipher_spec, alert, handshake
+    or application_data of TLS 1.0-1.3 framing) whose length fits a record."""
+    return (len(data) >= 5 and 20 <= data[0] <= 23 and data[1] == 3 and 1 <= data[2] <= 4
+            and 0 < int.from_bytes(data[3:5], "big") <= 18432)
 
 
 def _verdict(data: bytes | None, is_request: bool):

@@ -81,18 +81,22 @@ class Processor:
         return self._results(self.flows.flush())
 
     def _results(self, flows: list[FlowRecord]) -> Results:
-        http = self.l7.take() if self.l7 is not None else []
+        if self.l7 is not None:
+            http = self.l7.take()
+            dns, tls, ssh = self.l7.take_more()
+        else:
+            http, dns, tls, ssh = [], [], [], []
         d = self.detectors
         if d is None:
-            return Results(flows=flows, http=http)
+            return Results(flows=flows, http=http, dns=dns, tls=tls, ssh=ssh)
         # Detectors see records, not packets: nothing is added to the per-packet path.
         try:
-            alerts = d.observe(flows, http, self.flows.now_ns / 1e9)
+            alerts = d.observe(flows, http, self.flows.now_ns / 1e9, dns=dns, tls=tls, ssh=ssh)
         except Exception as exc:  # noqa: BLE001 - records already made must still go out
             self.flows.stats["detector_errors"] += 1
             self.flows._note_error("detectors", exc)
             alerts = []
-        return Results(flows=flows, http=http, alerts=alerts)
+        return Results(flows=flows, http=http, alerts=alerts, dns=dns, tls=tls, ssh=ssh)
 
     def stats(self) -> dict[str, int]:
         """The core's counters for summaries and metrics: flows started, ended, evicted
@@ -106,6 +110,8 @@ class Processor:
         if self.l7 is not None:
             st = self.l7.stats
             out["http_flows"] = self.l7.http_flows
+            for name, n in self.l7.flows_by_proto.items():
+                out[f"{name}_flows"] = n
             out["reassembly_gaps"] = st.gaps
             out["reassembly_cap_hits"] = st.cap_hits
             out["reassembly_jumps"] = st.jumps
