@@ -111,6 +111,19 @@ def udp_protocols() -> list[UdpProtocol]:
     return out
 
 
+def analyzer_classes() -> list[type]:
+    """Every analyzer class a flow may hold: HttpAnalyzer and those named above. Each has a
+    ``State`` attribute (its msgspec Struct, tagged with the protocol's name); the flow codec
+    (stream_app/state/codec.py) decodes a flow's analyzer as the union of these, so a new
+    analyzer listed here needs no codec change."""
+    from stream_app.core.l7 import HttpAnalyzer
+    out: list[type] = [HttpAnalyzer]
+    for p in [*tcp_protocols(), *udp_protocols()]:
+        if p.analyzer is not None and p.analyzer not in out:
+            out.append(p.analyzer)
+    return out
+
+
 PORT_GUESSES: dict[tuple[int, int], str] = {
     (6, 22): "ssh", (6, 53): "dns", (17, 53): "dns", (6, 443): "tls", (6, 853): "tls",
     (17, 123): "ntp", (6, 80): "http", (6, 8080): "http", (17, 67): "dhcp", (17, 68): "dhcp",
