@@ -493,6 +493,19 @@ class L7:
         return out
 
 
+def analyzer_classes() -> list[type]:
+    """Every analyzer class a flow may hold: HttpAnalyzer and those stream_app/core/
+    protocols.py names. Each has a ``State`` attribute (its msgspec Struct, tagged with the
+    protocol's name); the flow codec (stream_app/state/codec.py) decodes a flow's analyzer as
+    the union of these, so an analyzer listed in protocols.py needs no codec change."""
+    from stream_app.core.protocols import tcp_protocols, udp_protocols
+    out: list[type] = [HttpAnalyzer]
+    for p in [*tcp_protocols(), *udp_protocols()]:
+        if p.analyzer is not None and p.analyzer not in out:
+            out.append(p.analyzer)
+    return out
+
+
 def _ahead(ack: int, nxt: int | None) -> bool:
     """Whether ``ack`` acknowledges bytes past ``nxt`` (the next byte a direction expects)."""
     return nxt is not None and ((ack - nxt + HALF) & MASK) - HALF > 0

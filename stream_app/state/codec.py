@@ -55,7 +55,7 @@ class StateError(Exception):
 def _formats():
     """The analyzer registry (stream_app/core/protocols.py) -> the stored flow's type, with
     ``l7`` narrowed to None, False or one of the analyzers' tagged State Structs."""
-    from stream_app.core.protocols import analyzer_classes
+    from stream_app.core.l7 import analyzer_classes
     classes = analyzer_classes()
     by_state = {c.State: c for c in classes}
     union = Union[tuple(by_state) + (bool, None)]
