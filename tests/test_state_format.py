@@ -318,3 +318,29 @@ def test_signed_mutations_of_a_real_state_only_raise_state_error(data):
 
 
 STATE_FOR_FUZZ = _state(Codec(b"fuzz-key"))
+
+
+def test_signed_state_with_impossible_values_is_refused():
+    """Typed is not only the right types: counts that would drive the framer backwards, a
+    sequence number past 32 bits, a transaction index past the list are refused too."""
+    key = b"k"
+    codec = Codec(key)
+    _, snap = _state(codec)
+    fld, blob = next((k, v) for k, v in snap.put.items() if b"GET" in v or b"HTTP" in v)
+    st = codec._decoder.decode(blob[1 + TAG_LEN:])
+    assert st.l7 is not None and st.l7 is not False
+    breakages = {
+        "negative body remaining": lambda s: setattr(s.l7.conv.requests, "remaining", -1),
+        "sequence past 32 bits": lambda s: setattr(s.l7.orig, "next_seq", 1 << 32),
+        "framer state unknown": lambda s: setattr(s.l7.conv.responses, "state", 99),
+        "txn index past the list": lambda s: s.l7.conv.pending.append(len(s.l7.conv.txns)),
+    }
+    for what, breaking in breakages.items():
+        bad = codec._decoder.decode(blob[1 + TAG_LEN:])
+        breaking(bad)
+        forged = _v2_signed(key, msgspec.msgpack.encode(bad))
+        with pytest.raises(StateError, match="unreadable"):
+            PartitionState.restore("g:t:0", CONFIG, codec, _meta(2), {fld: forged})
+    # and the untouched record, signed the same way, is read
+    PartitionState.restore("g:t:0", CONFIG, codec, _meta(2),
+                           {fld: _v2_signed(key, msgspec.msgpack.encode(st))})

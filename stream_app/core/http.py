@@ -21,6 +21,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import Annotated
 
 import msgspec
 
@@ -96,8 +97,8 @@ class TxnState(msgspec.Struct, array_like=True, gc=False):
     set_cookie: str | None
     status: int | None
     resp_ts: int | None
-    req_body: int
-    resp_body: int
+    req_body: Annotated[int, msgspec.Meta(ge=0)]
+    resp_body: Annotated[int, msgspec.Meta(ge=0)]
     req_done: bool
 
 
@@ -140,17 +141,24 @@ class Txn:
         return t
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Index = Annotated[int, msgspec.Meta(ge=0)]
+_State = Annotated[int, msgspec.Meta(ge=0, le=10)]  # START .. SKIP_HEAD
+
+
 class MessageStreamState(msgspec.Struct, array_like=True, gc=False):
     """A MessageStream as stored: its transaction is an index into the conversation's
-    ``txns`` (-1: none), because it is often the very object pending in the conversation."""
+    ``txns`` (-1: none), because it is often the very object pending in the conversation.
+    Counts are held non-negative by the decoder: a state's bytes never drive the framer
+    backwards."""
 
-    state: int
+    state: _State
     buf: bytes
-    remaining: int
-    txn: int
+    remaining: _Count
+    txn: Annotated[int, msgspec.Meta(ge=-1)]
     msg_ts: int
-    scan: int
-    resume: tuple[int, int]
+    scan: _Count
+    resume: tuple[_State, _Count]
 
 
 class MessageStream:
@@ -711,11 +719,11 @@ class ConversationState(msgspec.Struct, array_like=True, gc=False):
     object in two places stays one object)."""
 
     txns: list[TxnState]
-    pending: list[int]
-    done: list[int]
+    pending: list[_Index]
+    done: list[_Index]
     requests: MessageStreamState
     responses: MessageStreamState
-    depth: int
+    depth: _Count
     midstream: bool
     stats_lost: int
     stats_resync: int

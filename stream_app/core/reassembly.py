@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from typing import Annotated
 
 import msgspec
 
@@ -56,14 +57,17 @@ def _dist(a: int, b: int) -> int:
     return ((a - b + HALF) & MASK) - HALF
 
 
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+
+
 class DirectionState(msgspec.Struct, array_like=True, gc=False):
     """A Direction as stored (stream_app/state/codec.py): the consumer and the statistics are
     the owner's, bound again on restore; the heap index is rebuilt from ``pending``."""
 
-    next_seq: int | None
-    pending: list[tuple[int, bytes, int, int]]
+    next_seq: _Seq | None
+    pending: list[tuple[_Seq, bytes, Annotated[int, msgspec.Meta(ge=0)], int]]
     """(seq, payload, wire len, ts) of the out-of-order segments, in arrival order."""
-    cap: int
+    cap: Annotated[int, msgspec.Meta(ge=0)]
     midstream: bool
 
 
