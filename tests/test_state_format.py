@@ -344,3 +344,57 @@ def test_signed_state_with_impossible_values_is_refused():
     # and the untouched record, signed the same way, is read
     PartitionState.restore("g:t:0", CONFIG, codec, _meta(2),
                            {fld: _v2_signed(key, msgspec.msgpack.encode(st))})
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_fixtures_hold_every_kind_of_object(version):
+    """The committed blobs of each release are worth restoring: between them they hold
+    out-of-order segments, segments waiting for the other direction, held first bytes, and a
+    transaction both pending and in a framer."""
+    kinds = dict(http=0, pending=0, waiting=0, held=0, txn_in_two_places=0)
+    for capture, seed in CASES:
+        key, fx = load_fixture(version, capture, seed)
+        for part in fx.partitions:
+            st = PartitionState.restore(part.name, CONFIG, Codec(key), part.meta, part.blobs)
+            for f in st.proc.flows.flows.values():
+                kinds["held"] += bool(f.l7_held)
+                a = f.l7
+                if a:
+                    kinds["http"] += 1
+                    kinds["pending"] += bool(a.orig.pending or a.resp.pending)
+                    kinds["waiting"] += bool(a.waiting)
+                    for s in (a.conv.requests, a.conv.responses):
+                        kinds["txn_in_two_places"] += any(s.txn is t for t in a.conv.pending)
+    assert all(kinds.values()), kinds
+
+
+def test_an_analyzer_without_a_stored_form_is_named_at_start(monkeypatch):
+    """An analyzer added to the registry without a State fails the codec's construction with
+    a message saying what it needs, not a flow's snapshot later."""
+    import stream_app.core.l7 as l7mod
+
+    class Bare:
+        def packet(self, r, is_orig):
+            pass
+
+    real = l7mod.analyzer_classes
+    monkeypatch.setattr(l7mod, "analyzer_classes", lambda: [*real(), Bare])
+    with pytest.raises(TypeError, match="Bare cannot be stored: it needs a State"):
+        Codec(b"k")
+    monkeypatch.setattr(l7mod, "analyzer_classes", lambda: [*real(), _AnnotatedAnalyzer])
+    assert _TypedState in Codec(b"k")._analyzers  # found by to_state's return annotation
+
+
+class _TypedState(msgspec.Struct, tag="typed-test", array_like=True):
+    n: int
+
+
+class _AnnotatedAnalyzer:
+    """No State attribute, but to_state says what it returns."""
+
+    def to_state(self) -> _TypedState:
+        return _TypedState(1)
+
+    @classmethod
+    def from_state(cls, st, l7, flow):
+        return cls()

@@ -56,12 +56,38 @@ def _formats():
     """The analyzer registry (stream_app/core/protocols.py) -> the stored flow's type, with
     ``l7`` narrowed to None, False or one of the analyzers' tagged State Structs."""
     from stream_app.core.l7 import analyzer_classes
-    classes = analyzer_classes()
-    by_state = {c.State: c for c in classes}
+    by_state = {}
+    for c in analyzer_classes():
+        st = _state_type(c)
+        if st in by_state:
+            raise TypeError(f"{c.__name__} and {by_state[st].__name__} share a state type")
+        by_state[st] = c
+    tags = [st.__struct_config__.tag for st in by_state]
+    if len(set(tags)) != len(tags):
+        raise TypeError(f"analyzer state tags must differ: {tags}")
     union = Union[tuple(by_state) + (bool, None)]
     stored = msgspec.defstruct("StoredFlow", [("l7", union)], bases=(FlowState,),
                                array_like=True, gc=False)
     return stored, by_state
+
+
+def _state_type(cls: type) -> type:
+    """An analyzer's stored form: its ``State`` attribute, else its ``to_state``'s declared
+    return type; a tagged msgspec Struct either way."""
+    st = getattr(cls, "State", None)
+    if st is None and hasattr(cls, "to_state"):
+        from typing import get_type_hints
+        try:
+            st = get_type_hints(cls.to_state).get("return")
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: reported below
+            st = None
+    if not (isinstance(st, type) and issubclass(st, msgspec.Struct)
+            and st.__struct_config__.tag is not None and hasattr(cls, "from_state")):
+        raise TypeError(
+            f"analyzer {cls.__module__}.{cls.__name__} cannot be stored: it needs a State "
+            "attribute (a msgspec Struct with tag=<protocol>), to_state() and "
+            "from_state(state, l7, flow) (docs/architecture.md, 'How a flow's state is stored')")
+    return st
 
 
 class Codec:
@@ -85,9 +111,8 @@ class Codec:
         return h.digest()
 
     # -- writing ------------------------------------------------------------------------------
-    def pickler(self, proc: Processor):
-        """A function encoding one flow of ``proc``'s table at a time (version 2). (The name
-        is the previous codec's; nothing is pickled.)"""
+    def encoder(self, proc: Processor):
+        """A function encoding one flow of ``proc``'s table at a time (version 2)."""
         encode = self._encoder.encode
         mac = self._mac_v2
 
@@ -98,8 +123,11 @@ class Codec:
             return _HEAD + h.digest() + body
         return dumps
 
+    pickler = encoder
+    """The previous codec's name for ``encoder`` (nothing is pickled)."""
+
     def dumps(self, flow: Flow, proc: Processor) -> bytes:
-        return self.pickler(proc)(flow)
+        return self.encoder(proc)(flow)
 
     # -- reading ------------------------------------------------------------------------------
     def loads(self, blob: bytes, proc: Processor, version: int = VERSION) -> Flow:

@@ -117,7 +117,7 @@ class PartitionState:
         marks: dict[bytes, tuple] = {}
         written = self._written
         proc = self.proc
-        dumps = self.codec.pickler(proc)
+        dumps = self.codec.encoder(proc)
         live = set()
         for key, f in proc.flows.flows.items():
             fld = _field(key)
