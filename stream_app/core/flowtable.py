@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+
+import msgspec
 
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
@@ -125,6 +128,29 @@ class Flow:
         if self.texts is None:
             self.texts = (ip_text(self.orig_addr), ip_text(self.resp_addr))
         return self.texts
+
+    def to_state(self) -> FlowState:
+        """The stored form of this flow (stream_app/state/codec.py); its analyzer's through
+        the analyzer's own ``to_state``."""
+        st = FlowState(*_FLOW_GET(self))
+        a = self.l7
+        if a is not None and a is not False:
+            st.l7 = a.to_state()
+        return st
+
+    @classmethod
+    def from_state(cls, st: FlowState, l7: L7 | None, analyzers: dict) -> Flow:
+        """A flow from its stored form. ``l7``: the restoring table's engine (shared, never
+        stored); ``analyzers``: state Struct type -> analyzer class, whose
+        ``from_state(state, l7, flow)`` rebuilds the flow's analyzer."""
+        f = cls(*msgspec.structs.astuple(st))
+        a = st.l7
+        if a is not None and a is not False:
+            if l7 is None:
+                raise ValueError("the flow's state holds application analysis, which this "
+                                 "worker has turned off")
+            f.l7 = analyzers[type(a)].from_state(a, l7, f)
+        return f
 
     def cid_cache(self) -> str:
         if self.cid is None:
@@ -488,6 +514,59 @@ class FlowTable:
             start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
             app_proto_source=source,
         )
+
+
+class FlowState(msgspec.Struct, array_like=True, gc=False):
+    """A Flow as stored (stream_app/state/codec.py): its fields in Flow's order, so that one
+    C call reads them all off a flow. ``l7`` holds the analyzer's own state Struct (tagged
+    with its protocol); the codec narrows its type to the union of the registered analyzers'
+    ``State`` classes. New fields go at the end with a default, so older states still read."""
+
+    key: tuple[int | None, int, bytes, int, bytes, int]
+    orig_fwd: bool
+    vni: int | None
+    mirror_src: bytes | None
+    ip_version: int
+    proto: int
+    orig_addr: bytes
+    orig_port: int
+    resp_addr: bytes
+    resp_port: int
+    first_ns: int
+    last_ns: int
+    orig_pkts: int
+    orig_bytes: int
+    resp_pkts: int
+    resp_bytes: int
+    orig_data: int
+    resp_data: int
+    tcp_flags: int
+    history: str
+    orig_state: int
+    resp_state: int
+    closing_ns: int
+    close_reason: str
+    truncated_pkts: int
+    fragment_pkts: int
+    direction: str | None
+    app_proto: str | None
+    memo: set[int]
+    l7: object
+    """None (undecided), False (none), or an analyzer's state."""
+    isn_orig: int | None
+    isn_resp: int | None
+    l7_tries: int
+    l7_held: list[tuple[PacketRecord, bool]] | None
+    conn_first_ns: int
+    cid: str | None
+    idle_ns: int
+    texts: tuple[str, str] | None
+    conn_uid: str | None
+
+
+_FLOW_FIELDS = tuple(f.name for f in fields(Flow))
+assert _FLOW_FIELDS == FlowState.__struct_fields__, "FlowState must list Flow's fields in order"
+_FLOW_GET = attrgetter(*_FLOW_FIELDS)
 
 
 def _reverse_direction(d: str | None) -> str | None:

@@ -20,6 +20,10 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Annotated
+
+import msgspec
 
 from stream_app.core.redact import RedactConfig, redact_request
 
@@ -71,6 +75,38 @@ def redact_cookie(value: str) -> str:
     return "; ".join(parts)
 
 
+class TxnState(msgspec.Struct, array_like=True, gc=False):
+    """A Txn as stored (stream_app/state/codec.py)."""
+
+    ts: int
+    depth: int
+    tags: list[str]
+    method: str | None
+    uri: str | None
+    version: str | None
+    host: str | None
+    user_agent: str | None
+    referrer: str | None
+    req_ctype: str | None
+    reason: str | None
+    resp_version: str | None
+    resp_ctype: str | None
+    auth: str | None
+    proxy_auth: str | None
+    cookie: str | None
+    set_cookie: str | None
+    status: int | None
+    resp_ts: int | None
+    req_body: Annotated[int, msgspec.Meta(ge=0)]
+    resp_body: Annotated[int, msgspec.Meta(ge=0)]
+    req_done: bool
+
+
+_TXN_FIELDS = TxnState.__struct_fields__
+_TXN_GET = attrgetter(*_TXN_FIELDS)
+_TXN_SET = _TXN_FIELDS[3:]  # beside ts, depth and tags: set only where not the class default
+
+
 class Txn:
     """One request/response exchange being assembled. Fields default at class level, so a
     new transaction costs only the fields its messages set (most stay None)."""
@@ -89,6 +125,40 @@ class Txn:
     def tag(self, t: str) -> None:
         if t not in self.tags:
             self.tags.append(t)
+
+    def to_state(self) -> TxnState:
+        return TxnState(*_TXN_GET(self))
+
+    @classmethod
+    def from_state(cls, st: TxnState) -> Txn:
+        t = cls(st.ts, st.depth)
+        t.tags = st.tags
+        d = t.__dict__
+        for name in _TXN_SET:
+            v = getattr(st, name)
+            if v != getattr(cls, name):  # (a status 0 or an empty URI is not the default)
+                d[name] = v
+        return t
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Index = Annotated[int, msgspec.Meta(ge=0)]
+_State = Annotated[int, msgspec.Meta(ge=0, le=10)]  # START .. SKIP_HEAD
+
+
+class MessageStreamState(msgspec.Struct, array_like=True, gc=False):
+    """A MessageStream as stored: its transaction is an index into the conversation's
+    ``txns`` (-1: none), because it is often the very object pending in the conversation.
+    Counts are held non-negative by the decoder: a state's bytes never drive the framer
+    backwards."""
+
+    state: _State
+    buf: bytes
+    remaining: _Count
+    txn: Annotated[int, msgspec.Meta(ge=-1)]
+    msg_ts: int
+    scan: _Count
+    resume: tuple[_State, _Count]
 
 
 class MessageStream:
@@ -109,12 +179,21 @@ class MessageStream:
         self.resume = (START, 0)  # (state, remaining) after SKIP_HEAD
 
     def __setstate__(self, state) -> None:
-        # A flow state pickled before scan/resume existed (a worker upgraded while its
-        # partition's state sits in Redis) restores with their defaults.
+        # Version-1 (pickled) state only, read by the codec's restricted unpickler: one
+        # pickled before scan/resume existed restores with their defaults.
         self.scan = 0
         self.resume = (START, 0)
         for k, v in state[1].items():
             setattr(self, k, v)
+
+    def to_state(self, ref) -> MessageStreamState:
+        return MessageStreamState(self.state, self.buf, self.remaining, ref(self.txn),
+                                  self.msg_ts, self.scan, self.resume)
+
+    def restore(self, st: MessageStreamState, txns: list[Txn]) -> None:
+        self.state, self.buf, self.remaining = st.state, st.buf, st.remaining
+        self.txn = txns[st.txn] if st.txn >= 0 else None
+        self.msg_ts, self.scan, self.resume = st.msg_ts, st.scan, st.resume
 
     # -- reassembly consumer ------------------------------------------------------------------
     def data(self, data: bytes, ts: int) -> None:
@@ -634,6 +713,26 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+class ConversationState(msgspec.Struct, array_like=True, gc=False):
+    """An HttpConversation as stored: every Txn it reaches once, in ``txns``, and the
+    pending and done queues and the streams' current transactions as indexes into it (one
+    object in two places stays one object)."""
+
+    txns: list[TxnState]
+    pending: list[_Index]
+    done: list[_Index]
+    requests: MessageStreamState
+    responses: MessageStreamState
+    depth: _Count
+    midstream: bool
+    stats_lost: int
+    stats_resync: int
+    http09: bool
+    dropped_pending: int
+    tunneled: bool
+    probe_tunnel: bool
+
+
 class HttpConversation:
     """Pairs the two directions' messages into transactions for one TCP connection."""
 
@@ -655,6 +754,40 @@ class HttpConversation:
         self.dropped_pending = 0
         self.tunneled = False
         self.probe_tunnel = False
+
+    def to_state(self) -> ConversationState:
+        txns: list[TxnState] = []
+        index: dict[int, int] = {}
+
+        def ref(t: Txn | None) -> int:
+            if t is None:
+                return -1
+            i = index.get(id(t))
+            if i is None:
+                i = index[id(t)] = len(txns)
+                txns.append(t.to_state())
+            return i
+        pending = [ref(t) for t in self.pending]
+        done = [ref(t) for t in self.done]
+        return ConversationState(txns, pending, done, self.requests.to_state(ref),
+                                 self.responses.to_state(ref), self.depth, self.midstream,
+                                 self.stats_lost, self.stats_resync, self.http09,
+                                 self.dropped_pending, self.tunneled, self.probe_tunnel)
+
+    @classmethod
+    def from_state(cls, st: ConversationState, config: HttpConfig) -> HttpConversation:
+        """``config``: the restoring table's (shared, never stored)."""
+        conv = cls(config)
+        txns = [Txn.from_state(t) for t in st.txns]
+        conv.pending.extend(txns[i] for i in st.pending)
+        conv.done = [txns[i] for i in st.done]
+        conv.requests.restore(st.requests, txns)
+        conv.responses.restore(st.responses, txns)
+        conv.depth, conv.midstream = st.depth, st.midstream
+        conv.stats_lost, conv.stats_resync = st.stats_lost, st.stats_resync
+        conv.http09, conv.dropped_pending = st.http09, st.dropped_pending
+        conv.tunneled, conv.probe_tunnel = st.tunneled, st.probe_tunnel
+        return conv
 
     def credential(self, value: str, redact) -> str:
         return value if self.config.keep_credentials else redact(value)

@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from schemas.records import HttpTransaction
+import msgspec
+
+from schemas.records import HttpTransaction, PacketRecord
 from stream_app.core.http import (
     BODY,
     START,
     TUNNEL,
     _RESYNC_REQUEST,
     _RESYNC_RESPONSE,
+    ConversationState,
     HttpConfig,
     HttpConversation,
     Txn,
@@ -33,7 +36,12 @@ from stream_app.core.http import (
     request_start_verdict,
     response_start_verdict,
 )
-from stream_app.core.reassembly import DEFAULT_BUFFER_CAP, Direction, ReassemblyStats
+from stream_app.core.reassembly import (
+    DEFAULT_BUFFER_CAP,
+    Direction,
+    DirectionState,
+    ReassemblyStats,
+)
 
 NS = 1_000_000_000
 FIN = 0x01
@@ -64,8 +72,23 @@ class L7Config:
     application analysis is on at all; the others can be left out)."""
 
 
+class HttpAnalyzerState(msgspec.Struct, tag="http", array_like=True, gc=False):
+    """An HttpAnalyzer as stored (stream_app/state/codec.py); the L7 engine, its statistics
+    and configuration are the restoring table's."""
+
+    conv: ConversationState
+    orig: DirectionState
+    resp: DirectionState
+    waiting: list[PacketRecord] | None
+    wait_orig: bool
+    fin_orig: int | None
+    fin_resp: int | None
+
+
 class HttpAnalyzer:
     """Reassembly of both directions plus the HTTP conversation of one TCP connection."""
+
+    State = HttpAnalyzerState
 
     __slots__ = ("conv", "orig", "resp", "l7", "flow", "queued", "waiting", "wait_orig",
                  "fin_orig", "fin_resp")
@@ -92,8 +115,30 @@ class HttpAnalyzer:
         if isn_resp is not None:
             self.resp.syn(isn_resp)
 
+    def to_state(self) -> HttpAnalyzerState:
+        w = self.waiting
+        return HttpAnalyzerState(self.conv.to_state(), self.orig.to_state(),
+                                 self.resp.to_state(), list(w) if w is not None else None,
+                                 self.wait_orig, self.fin_orig, self.fin_resp)
+
+    @classmethod
+    def from_state(cls, st: HttpAnalyzerState, l7: L7, flow) -> HttpAnalyzer:
+        a = cls.__new__(cls)
+        a.l7, a.flow = l7, flow
+        a.conv = conv = HttpConversation.from_state(st.conv, l7.config.http)
+        a.orig = Direction.from_state(st.orig, conv.requests, l7.stats)
+        a.resp = Direction.from_state(st.resp, conv.responses, l7.stats)
+        a.waiting = deque(st.waiting) if st.waiting is not None else None
+        a.wait_orig, a.fin_orig, a.fin_resp = st.wait_orig, st.fin_orig, st.fin_resp
+        # "queued" means "in this table's ready list": true again only by being put there.
+        a.queued = bool(conv.done)
+        if a.queued:
+            l7.ready.append(a)
+        return a
+
     def __setstate__(self, state) -> None:
-        # An analyzer pickled by a version without the newer slots restores with defaults.
+        # Read only from version-1 (pickled) state, through the codec's restricted unpickler:
+        # an analyzer pickled by a version without the newer slots restores with defaults.
         self.waiting, self.wait_orig, self.fin_orig, self.fin_resp = None, False, None, None
         for part in state if isinstance(state, tuple) else (state,):
             for k, v in (part or {}).items():
@@ -460,6 +505,19 @@ class L7:
         out = self.dns, self.tls, self.ssh
         self.dns, self.tls, self.ssh = [], [], []
         return out
+
+
+def analyzer_classes() -> list[type]:
+    """Every analyzer class a flow may hold: HttpAnalyzer and those stream_app/core/
+    protocols.py names. Each has a ``State`` attribute (its msgspec Struct, tagged with the
+    protocol's name); the flow codec (stream_app/state/codec.py) decodes a flow's analyzer as
+    the union of these, so an analyzer listed in protocols.py needs no codec change."""
+    from stream_app.core.protocols import tcp_protocols, udp_protocols
+    out: list[type] = [HttpAnalyzer]
+    for p in [*tcp_protocols(), *udp_protocols()]:
+        if p.analyzer is not None and p.analyzer not in out:
+            out.append(p.analyzer)
+    return out
 
 
 def _ahead(ack: int, nxt: int | None) -> bool:

@@ -13,8 +13,10 @@ in docs/architecture.md ("Application analyzers"); in short:
   analyzer_error). An analyzer whose work is done (a handshake seen) emits its record and
   calls ``l7.detach(flow)``: the rest of the connection then costs nothing.
 * UDP: ``Analyzer(l7, flow)``, ``packet(r, is_orig)`` per datagram, ``finish``/``abandon``.
-* Both: ``to_state()`` -> a tagged msgspec Struct and ``from_state(state, l7, flow)``, so
-  the flow's state can be stored without pickle (stream_app/state/codec.py).
+* Both: a ``State`` class attribute (a msgspec Struct with ``tag="<protocol>"``), ``to_state()``
+  returning one, and the classmethod ``from_state(state, l7, flow)``, so that the flow's state
+  is stored as typed records (stream_app/state/codec.py decodes the union of the analyzers
+  listed here and HttpAnalyzer: l7.analyzer_classes(); docs/architecture.md).
 
 Verdicts: ``client(data)`` / ``server(data)`` get the contiguous first bytes one side sent
 and answer True (this protocol), False (not this protocol) or None (too few bytes yet).

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
+from typing import Annotated
+
+import msgspec
 
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
@@ -54,6 +57,20 @@ def _dist(a: int, b: int) -> int:
     return ((a - b + HALF) & MASK) - HALF
 
 
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+
+
+class DirectionState(msgspec.Struct, array_like=True, gc=False):
+    """A Direction as stored (stream_app/state/codec.py): the consumer and the statistics are
+    the owner's, bound again on restore; the heap index is rebuilt from ``pending``."""
+
+    next_seq: _Seq | None
+    pending: list[tuple[_Seq, bytes, Annotated[int, msgspec.Meta(ge=0)], int]]
+    """(seq, payload, wire len, ts) of the out-of-order segments, in arrival order."""
+    cap: Annotated[int, msgspec.Meta(ge=0)]
+    midstream: bool
+
+
 class Direction:
     """One direction's byte stream."""
 
@@ -74,13 +91,33 @@ class Direction:
         self.anchor = 0
 
     def __setstate__(self, state) -> None:
-        # State pickled before the sorted index existed: rebuild it from the pending dict.
+        # Version-1 (pickled) state only, read by the codec's restricted unpickler; one
+        # pickled before the sorted index existed rebuilds it from the pending dict.
         self.order = None
         self.anchor = 0
         for k, v in state[1].items():
             setattr(self, k, v)
         if self.pending and self.order is None:
             self._reindex()
+
+    def to_state(self) -> DirectionState:
+        p = self.pending
+        return DirectionState(self.next_seq,
+                              [(s, *seg) for s, seg in p.items()] if p else [],
+                              self.cap, self.midstream)
+
+    @classmethod
+    def from_state(cls, st: DirectionState, consumer, stats: ReassemblyStats) -> Direction:
+        d = cls(consumer, st.cap, stats)
+        d.next_seq = st.next_seq
+        d.midstream = st.midstream
+        if st.pending:
+            pending = d.pending
+            for seq, payload, wire_len, ts in st.pending:
+                pending[seq & MASK] = (payload, wire_len, ts)
+            d.pending_bytes = sum(len(v[0]) for v in pending.values())
+            d._reindex()
+        return d
 
     def syn(self, seq: int) -> None:
         """The SYN's sequence number: data starts one after it."""

@@ -7,7 +7,8 @@ partition it is assigned, applies batches in offset order, and now and then take
 offset they reflect. The store writes the snapshot in one transaction; only then may the
 adapter commit the offset to the broker. After a crash the new owner restores the last
 snapshot and skips every batch at or below its offset, so a packet is counted exactly once
-(results made after the snapshot are made again, with the same ids). Flows are encoded by stream_app/state/codec.py.
+(results made after the snapshot are made again, with the same ids). Flows are encoded by
+stream_app/state/codec.py; the Meta's ``version`` says in which of its formats.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import msgspec
 
 from schemas.records import PacketBatch
 from stream_app.core.processor import EXPIRE_EVERY, CoreConfig, Processor, Results
-from stream_app.state.codec import Codec, StateError
+from stream_app.state.codec import READS, VERSION, Codec, StateError
 
-STATE_VERSION = 1
+STATE_VERSION = VERSION
+"""The state format written: the Meta's version, and that of every flow blob beside it."""
 
 
 class Meta(msgspec.Struct):
@@ -115,7 +117,7 @@ class PartitionState:
         marks: dict[bytes, tuple] = {}
         written = self._written
         proc = self.proc
-        dumps = self.codec.pickler(proc)
+        dumps = self.codec.encoder(proc)
         live = set()
         for key, f in proc.flows.flows.items():
             fld = _field(key)
@@ -144,16 +146,25 @@ class PartitionState:
         st = cls(name, config, codec)
         if meta is None:
             return st
-        m = msgspec.msgpack.decode(meta, type=Meta)
-        if m.version != STATE_VERSION:
+        try:
+            m = msgspec.msgpack.decode(meta, type=Meta)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StateError(f"partition {name}: state meta unreadable: {exc}") from None
+        if m.version not in READS:
             raise StateError(f"partition {name}: state version {m.version}, "
-                             f"this worker reads {STATE_VERSION}")
+                             f"this worker reads {', '.join(map(str, READS))}")
         proc = st.proc
-        flows = codec.loads_many(blobs.values(), proc)
+        flows = codec.loads_many(blobs.values(), proc, m.version)
         proc.flows.adopt(flows, m.now_ns)
         proc.flows.stats.update(Counter(m.stats))
         proc.packets = m.packets
         st.offset = st.saved = m.offset
-        for fld, f in zip(blobs, flows):
-            st._written[fld] = _mark(f)
+        if m.version == STATE_VERSION:
+            for fld, f in zip(blobs, flows):
+                st._written[fld] = _mark(f)
+        else:
+            # An older format: the next snapshot rewrites every flow (and deletes the ended
+            # ones), so the store never holds blobs of two formats under one Meta version.
+            for fld in blobs:
+                st._written[fld] = (None,)
         return st
