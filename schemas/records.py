@@ -71,6 +71,10 @@ class PacketRecord(msgspec.Struct, array_like=True, gc=False):
     """An IPv4/IPv6 fragment; non-first fragments carry no ports."""
     direction: Direction | None = None
     """Relative to the mirrored ENI: egress when the inner source is its address, where known."""
+    window: int = 0
+    """TCP receive window field as sent (unscaled: only zero matters to the flow table); 0 for
+    other protocols. Appended last with a default, so batches from older collectors decode
+    (as 0: no zero-window events counted for them)."""
 
 
 class PacketBatch(msgspec.Struct, array_like=True):
