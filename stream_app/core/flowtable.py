@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
+from stream_app.core.tcphealth import SEQ_MASK, health_fields, restart_health
+from stream_app.core.tcphealth import segment as health_segment
 from stream_app.core.l7 import L7
 from stream_app.core.protocols import port_guess
 
@@ -112,6 +114,37 @@ class Flow:
 
     texts: tuple[str, str] | None = None
     conn_uid: str | None = None
+
+    # TCP health (tcphealth.py), plain ints so a flow's state stays plain data. Per direction
+    # (o_ originator, r_ responder): the sequence number just past the highest byte seen
+    # (None until that direction's first segment), the last acknowledgment it sent, and one
+    # open hole [glo, ghi) with ``gap`` of its bytes not seen yet (0: none open).
+    o_nxt: int | None = None
+    r_nxt: int | None = None
+    o_ack: int | None = None
+    r_ack: int | None = None
+    o_glo: int = 0
+    o_ghi: int = 0
+    o_gap: int = 0
+    r_glo: int = 0
+    r_ghi: int = 0
+    r_gap: int = 0
+    # The record's counters (start over at an active-timeout split, as orig_pkts).
+    orig_retx_pkts: int = 0
+    orig_retx_bytes: int = 0
+    resp_retx_pkts: int = 0
+    resp_retx_bytes: int = 0
+    orig_ooo: int = 0
+    resp_ooo: int = 0
+    orig_zw: int = 0
+    resp_zw: int = 0
+    missed: int = 0
+    # Handshake times (ns): the last SYN before the SYN-ACK, the last SYN-ACK before the ACK,
+    # and the two round trips once seen (only on the record that holds the handshake).
+    syn_ns: int = 0
+    synack_ns: int = 0
+    rtt_resp_ns: int | None = None
+    rtt_orig_ns: int | None = None
 
     def conn_uid_cache(self) -> str:
         """Deterministic id of the connection (not of one flow record: active-timeout splits
@@ -264,6 +297,25 @@ class FlowTable:
                 if r.fragment:
                     f.fragment_pkts += 1
             if proto == TCP:
+                # TCP health: an in-order segment (the common case) only moves its
+                # direction's next sequence number; anything else (a hole, a resent or late
+                # segment, SYN/FIN/RST, a zero window) takes tcphealth.segment.
+                fl = r.tcp_flags
+                seq = r.seq
+                if is_orig:
+                    if fl & ACK:
+                        f.o_ack = r.ack
+                    if seq != f.o_nxt or fl & 7 or not r.window:
+                        health_segment(f, r, True, ts)
+                    elif plen:
+                        f.o_nxt = (seq + plen) & SEQ_MASK
+                else:
+                    if fl & ACK:
+                        f.r_ack = r.ack
+                    if seq != f.r_nxt or fl & 7 or not r.window:
+                        health_segment(f, r, False, ts)
+                    elif plen:
+                        f.r_nxt = (seq + plen) & SEQ_MASK
                 a = f.l7
                 if a is not False:
                     try:  # the flow boundary: hostile payload must not end the batch
@@ -342,10 +394,16 @@ class FlowTable:
         f.truncated_pkts = f.fragment_pkts = 0
         f.history = ""
         f.memo.clear()  # tcp_flags and history start over, so every segment kind counts again
+        if f.proto == TCP:
+            restart_health(f)
 
     def _tcp(self, f: Flow, kind: int, ts: int) -> None:
         flags = kind >> 2
         f.tcp_flags |= flags
+        if f.synack_ns > 0 and f.rtt_orig_ns is None and kind & 2 and flags & (SYN | ACK) == ACK:
+            # The originator's first ACK after a SYN-ACK (a segment kind not applied since
+            # the SYN-ACK changed the states, so it always comes here): the client-side RTT.
+            f.rtt_orig_ns = ts - f.synack_ns
         for ch in _LETTERS[kind]:
             if ch not in f.history:
                 f.history += ch
@@ -487,7 +545,11 @@ class FlowTable:
             truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
             start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
             app_proto_source=source,
+            **(health_fields(f) if f.proto == TCP else _NO_HEALTH),
         )
+
+
+_NO_HEALTH: dict = {}  # other protocols: the TCP health fields keep their null defaults
 
 
 def _reverse_direction(d: str | None) -> str | None:
