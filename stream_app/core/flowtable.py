@@ -143,6 +143,8 @@ class Flow:
     # and the two round trips once seen (only on the record that holds the handshake).
     syn_ns: int = 0
     synack_ns: int = 0
+    hs_seq: int = 0
+    """The originator's sequence number the SYN-ACK acknowledged (its handshake ACK's)."""
     rtt_resp_ns: int | None = None
     rtt_orig_ns: int | None = None
 
@@ -264,6 +266,9 @@ class FlowTable:
                     # A capture clock stepping back (merged files, NTP): a flow's own time
                     # never goes back, so no duration is negative and no timer misfires.
                     ts = f.last_ns
+                    if f.rtt_orig_ns is None:  # nor is a handshake timed across the step
+                        f.syn_ns = f.synack_ns = -1
+                        f.rtt_resp_ns = None
                 if f.closing_ns:
                     if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
                         self._end(f, f.close_reason, out)
@@ -333,7 +338,7 @@ class FlowTable:
                 kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
                 if kind not in f.memo:
                     self.now_ns = now
-                    self._tcp(f, kind, ts)
+                    self._tcp(f, kind, ts, seq)
             elif proto == UDP:
                 a = f.l7
                 if a is not False:
@@ -397,13 +402,16 @@ class FlowTable:
         if f.proto == TCP:
             restart_health(f)
 
-    def _tcp(self, f: Flow, kind: int, ts: int) -> None:
+    def _tcp(self, f: Flow, kind: int, ts: int, seq: int) -> None:
         flags = kind >> 2
         f.tcp_flags |= flags
         if f.synack_ns > 0 and f.rtt_orig_ns is None and kind & 2 and flags & (SYN | ACK) == ACK:
-            # The originator's first ACK after a SYN-ACK (a segment kind not applied since
-            # the SYN-ACK changed the states, so it always comes here): the client-side RTT.
-            f.rtt_orig_ns = ts - f.synack_ns
+            # The originator's first ACK after a SYN-ACK (a segment kind not applied since the
+            # SYN-ACK changed the states, so it always comes here): the client-side RTT, if it
+            # is the handshake's own (the sequence number the SYN-ACK acknowledged), not a
+            # later segment after the capture missed that ACK.
+            if seq == f.hs_seq:
+                f.rtt_orig_ns = ts - f.synack_ns
         for ch in _LETTERS[kind]:
             if ch not in f.history:
                 f.history += ch

@@ -33,10 +33,11 @@ Definitions (docs/results.md has them for users, with how they map to tshark's a
   widens it to cover both, and a segment landing inside the widened range is taken as filling
   (it may in fact resend bytes between the two holes: then it is not counted a
   retransmission). Exact with one loss at a time, which is what a mirror usually drops.
-- handshake RTTs: ``rtt_resp`` from the last SYN before the first SYN-ACK to that SYN-ACK
-  (a SYN resent because the first got no answer: the answer is to the resend), ``rtt_orig``
-  from the last SYN-ACK to the originator's first ACK after it. Only the record holding the
-  handshake carries them.
+- handshake RTTs: ``rtt_resp`` from the last SYN to the first SYN-ACK after it (a SYN resent
+  because the first, or its answer, was lost: the answer that counts is to the resend),
+  ``rtt_orig`` from the last SYN-ACK to the originator's ACK of it (the segment whose sequence
+  number is the one the SYN-ACK acknowledged; a later segment when the capture missed that
+  ACK is not timed: null). Only the record holding the handshake carries them.
 """
 
 from __future__ import annotations
@@ -62,12 +63,16 @@ def segment(f, r, is_orig: bool, ts: int) -> None:
             f.resp_zw += 1
     if fl & SYN:
         if is_orig:
-            if not fl & ACK and not f.synack_ns and f.syn_ns >= 0:
-                f.syn_ns = ts  # the last SYN before the SYN-ACK
+            if not fl & ACK and f.rtt_orig_ns is None and f.syn_ns >= 0:
+                # The handshake is the last SYN and the SYN-ACK that answers it: a SYN resent
+                # (the first, or its SYN-ACK, lost) restarts the timing.
+                f.syn_ns = ts
+                f.rtt_resp_ns = None
         elif fl & ACK and f.rtt_orig_ns is None and f.syn_ns >= 0:
             if f.syn_ns and f.rtt_resp_ns is None:
                 f.rtt_resp_ns = ts - f.syn_ns
             f.synack_ns = ts  # the last SYN-ACK before the originator's ACK
+            f.hs_seq = r.ack
     if fl & RST:
         return  # a reset's sequence number need not be in the window: it says nothing here
     plen = r.payload_len
