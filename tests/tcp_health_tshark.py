@@ -15,7 +15,10 @@ output shows one of the definition differences listed in docs/results.md:
   heuristic: a segment below the highest seen that comes within the RTT, or 3 ms, of it; when
   no hole is open its bytes were all seen before, so to us it is a resend), minus those that
   land in a hole tshark reported (``filled_hole``: late bytes, not resent ones, for us).
-  SYN- or FIN-only resends tshark marks carry no data: not compared.
+  SYN- or FIN-only resends tshark marks carry no data: not compared. A segment tshark flags
+  although none of its bytes were seen before (the peer's ACK of it came first: the mirror
+  copies each direction separately and can deliver an ACK ahead of the data) is the first
+  copy to us, not a resend (``first_copy``).
 - zero windows: tshark's tcp.analysis.zero_window, equal.
 - handshake RTT: ours (SYN to SYN-ACK plus SYN-ACK to ACK) = tshark's tcp.analysis.initial_rtt
   (first SYN ... first ACK after the SYN-ACK), to the microsecond, when the segment tshark
@@ -58,6 +61,7 @@ class Side:
     zw: int = 0
     filled_hole: int = 0
     late_dup: int = 0  # of retx: tshark's "out of order" while no hole was open
+    first_copy: int = 0  # tshark-flagged segments at or past the top: seen for the first time
     top: int | None = None
     holes: list = field(default_factory=list)  # [lo, hi) ranges tshark reported not captured
 
@@ -116,7 +120,13 @@ def tshark_view(path: Path, ours_keys: set) -> tuple[dict, int]:
                 x.holes.append([x.top, seq])
         resent = (v["tcp.analysis.retransmission"] or v["tcp.analysis.fast_retransmission"]
                   or v["tcp.analysis.spurious_retransmission"] or v["tcp.analysis.out_of_order"])
-        if resent and plen > 0:
+        if resent and plen > 0 and (x.top is None or not _after(x.top, seq)):
+            # Nothing of it seen before: tshark flags it because the peer's ACK of it came
+            # first (the mirror copies the two directions separately and may deliver an ACK
+            # ahead of the data it acknowledges): a spurious retransmission to tshark, the
+            # first copy to us.
+            x.first_copy += 1
+        elif resent and plen > 0:
             fills = False
             for h in x.holes:  # bytes in a reported hole: late, not resent (when not all seen)
                 lo, hi = h
@@ -183,6 +193,7 @@ def compare(path: Path, flows) -> tuple[Counter, list[str]]:
                     if kind == "retx":
                         out["retx explained: filled a hole tshark reported"] += t.filled_hole
                         out["retx explained: tshark out-of-order, no hole open"] += t.late_dup
+                        out["retx explained: first copy, acknowledged before the mirror delivered it"] += t.first_copy
                 else:
                     out[f"{kind} DIFFERENT"] += 1
                     details.append(f"{path.name} {key} {side} {kind}: ours {mine} tshark {theirs}")
