@@ -62,6 +62,9 @@ class FlowConfig:
     """Flows held at once (about 2 KB each in RSS, more with HTTP state; docs/robustness.md).
     A new flow past it ends the flow started longest ago first (end_reason "evicted", counted
     in stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
+    tcp_health: bool = True
+    """Count TCP health (tcphealth.py) on every TCP flow; off leaves those fields null (the
+    benchmark's baseline for what they cost)."""
 
 
 @dataclass(slots=True)
@@ -245,6 +248,7 @@ class FlowTable:
         l7_undecided = self.l7.undecided if self.l7 is not None else None
         l7_udp = self.l7.udp if self.l7 is not None else None
         linger, active = self._linger, self._active
+        health = self.config.tcp_health
         now = self.now_ns
         for r in it:
             ts = r.ts_ns
@@ -305,22 +309,23 @@ class FlowTable:
                 # TCP health: an in-order segment (the common case) only moves its
                 # direction's next sequence number; anything else (a hole, a resent or late
                 # segment, SYN/FIN/RST, a zero window) takes tcphealth.segment.
-                fl = r.tcp_flags
                 seq = r.seq
-                if is_orig:
-                    if fl & ACK:
-                        f.o_ack = r.ack
-                    if seq != f.o_nxt or fl & 7 or not r.window:
-                        health_segment(f, r, True, ts)
-                    elif plen:
-                        f.o_nxt = (seq + plen) & SEQ_MASK
-                else:
-                    if fl & ACK:
-                        f.r_ack = r.ack
-                    if seq != f.r_nxt or fl & 7 or not r.window:
-                        health_segment(f, r, False, ts)
-                    elif plen:
-                        f.r_nxt = (seq + plen) & SEQ_MASK
+                if health:
+                    fl = r.tcp_flags
+                    if is_orig:
+                        if fl & ACK:
+                            f.o_ack = r.ack
+                        if seq != f.o_nxt or fl & 7 or not r.window:
+                            health_segment(f, r, True, ts)
+                        elif plen:
+                            f.o_nxt = (seq + plen) & SEQ_MASK
+                    else:
+                        if fl & ACK:
+                            f.r_ack = r.ack
+                        if seq != f.r_nxt or fl & 7 or not r.window:
+                            health_segment(f, r, False, ts)
+                        elif plen:
+                            f.r_nxt = (seq + plen) & SEQ_MASK
                 a = f.l7
                 if a is not False:
                     try:  # the flow boundary: hostile payload must not end the batch
@@ -553,7 +558,7 @@ class FlowTable:
             truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
             start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
             app_proto_source=source,
-            **(health_fields(f) if f.proto == TCP else _NO_HEALTH),
+            **(health_fields(f) if f.proto == TCP and self.config.tcp_health else _NO_HEALTH),
         )
 
 
