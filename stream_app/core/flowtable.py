@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
-from stream_app.core.tcphealth import SEQ_MASK, health_fields, restart_health
+from stream_app.core.tcphealth import health_fields, restart_health
 from stream_app.core.tcphealth import segment as health_segment
 from stream_app.core.l7 import L7
 from stream_app.core.protocols import port_guess
@@ -306,33 +306,36 @@ class FlowTable:
                 if r.fragment:
                     f.fragment_pkts += 1
             if proto == TCP:
-                # TCP health: an in-order segment (the common case) only moves its
-                # direction's next sequence number; anything else (a hole, a resent or late
-                # segment, SYN/FIN/RST, a zero window) takes tcphealth.segment.
+                # TCP health: an in-order segment (the common case) is handled here;
+                # anything else (a hole, a resent or late segment, SYN, RST, a zero window)
+                # takes tcphealth.segment.
                 seq = r.seq
+                fl = r.tcp_flags
                 if health:
-                    fl = r.tcp_flags
+                    # In order, ACK set, no SYN or RST, window open (FIN allowed: it takes
+                    # one sequence number): only the direction's next sequence number and
+                    # last acknowledgment move. Flags as literals (0x16: SYN|RST|ACK, 0x10:
+                    # ACK, 1: FIN): constants cost less than globals here.
                     if is_orig:
-                        if fl & ACK:
+                        if seq == f.o_nxt and fl & 0x16 == 0x10 and r.window:
                             f.o_ack = r.ack
-                        if seq != f.o_nxt or fl & 7 or not r.window:
+                            if plen or fl & 1:
+                                f.o_nxt = (seq + plen + (fl & 1)) & 0xFFFFFFFF
+                        else:
                             health_segment(f, r, True, ts)
-                        elif plen:
-                            f.o_nxt = (seq + plen) & SEQ_MASK
+                    elif seq == f.r_nxt and fl & 0x16 == 0x10 and r.window:
+                        f.r_ack = r.ack
+                        if plen or fl & 1:
+                            f.r_nxt = (seq + plen + (fl & 1)) & 0xFFFFFFFF
                     else:
-                        if fl & ACK:
-                            f.r_ack = r.ack
-                        if seq != f.r_nxt or fl & 7 or not r.window:
-                            health_segment(f, r, False, ts)
-                        elif plen:
-                            f.r_nxt = (seq + plen) & SEQ_MASK
+                        health_segment(f, r, False, ts)
                 a = f.l7
                 if a is not False:
                     try:  # the flow boundary: hostile payload must not end the batch
                         if a is None:
                             l7_undecided(f, r, is_orig)
                         elif plen or a.orig.pending or a.resp.pending or a.waiting \
-                                or r.tcp_flags & FIN:
+                                or fl & FIN:
                             # A pure ACK only matters while a hole or a reordered copy waits;
                             # a FIN says where its direction's bytes end.
                             a.packet(r, is_orig)
@@ -340,7 +343,7 @@ class FlowTable:
                         self._l7_failed(f, exc)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
-                kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
+                kind = (fl << 2) | (is_orig << 1) | (plen > 0)
                 if kind not in f.memo:
                     self.now_ns = now
                     self._tcp(f, kind, ts, seq)

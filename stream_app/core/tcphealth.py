@@ -3,8 +3,9 @@ retransmissions, out-of-order segments, zero windows and bytes the capture misse
 
 No reassembly: a few ints per direction on the Flow (flowtable.py), so every TCP flow gets
 these, not only the ones an analyzer reassembles. The flow table handles the common case
-inline (a segment that starts exactly where its direction's data ended, no SYN/FIN/RST,
-non-zero window: it only moves ``nxt``); every other segment comes to ``segment`` here.
+inline (a segment with ACK that starts exactly where its direction's data ended, no SYN or
+RST, non-zero window: it only moves ``nxt`` and the last ACK); every other segment comes to
+``segment`` here.
 
 Definitions (docs/results.md has them for users, with how they map to tshark's and Zeek's):
 - ``nxt``: the sequence number just past the highest byte a direction was seen to send
@@ -56,6 +57,11 @@ def _signed(d: int) -> int:
 def segment(f, r, is_orig: bool, ts: int) -> None:
     """Account one segment that is not simply the next in order (see the module docstring)."""
     fl = r.tcp_flags
+    if fl & ACK:
+        if is_orig:
+            f.o_ack = r.ack
+        else:
+            f.r_ack = r.ack
     if r.window == 0 and not fl & (SYN | FIN | RST):
         if is_orig:
             f.orig_zw += 1
