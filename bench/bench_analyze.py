@@ -3,10 +3,13 @@
 
 usage: python bench/bench_analyze.py [--capture FILE] [--skip-go] [--skip-ours] [--skip-naive]
                                      [--repeat N] [--core N] [--no-half] [--min-packets N]
+                                     [--skip-health-baseline]
 
 Runs, one after the other in this one command, each as a subprocess pinned to one core
 (taskset -c CORE, default 0):
   ours   <venv>/bin/mirrorscope analyze FILE --out TMPDIR --no-progress --no-http --no-detect (flows only)
+  ours-nohealth  the same with --no-tcp-health: the baseline of what TCP health costs
+         (ratio ours/ours-nohealth; --skip-health-baseline leaves it out)
          (the console script beside sys.executable, i.e. the same venv's)
   naive  sys.executable bench/naive_dpkt.py FILE     (dpkt, the webinar's loop in Python)
   go     bench/.data/go-webinar FILE                 (gopacket, the webinar's loop in Go; built
@@ -250,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-ours", action="store_true", help="leave out MirrorScope's analyzer")
     ap.add_argument("--skip-naive", action="store_true", help="leave out the dpkt baseline")
     ap.add_argument("--skip-go", action="store_true", help="leave out the Go (gopacket) peer")
+    ap.add_argument("--skip-health-baseline", action="store_true",
+                    help="leave out ours without TCP health (--no-tcp-health), the baseline of "
+                         "the ours/ours-nohealth ratio")
     ap.add_argument("--no-half", action="store_true", help="skip the memory-flatness run on half the capture")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the median wall time is kept")
     ap.add_argument("--core", type=int, default=0, help="CPU core to pin every contender to (default 0)")
@@ -289,11 +295,15 @@ def run(args: argparse.Namespace, core: int | None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="mirrorscope-bench."))
     try:
-        def ours_cmd(path: Path):
+        def ours_cmd(path: Path, *extra: str):
             def make():
                 out = Path(tempfile.mkdtemp(prefix="ours-out.", dir=tmp))
-                return [str(ours_bin), "analyze", str(path), "--out", str(out), "--no-progress", "--no-http", "--no-detect"], out
+                return [str(ours_bin), "analyze", str(path), "--out", str(out), "--no-progress",
+                        "--no-http", "--no-detect", *extra], out
             return make
+
+        def ours_nohealth_cmd(path: Path):
+            return ours_cmd(path, "--no-tcp-health")
 
         def naive_cmd(path: Path):
             return lambda: ([sys.executable, str(BENCH / "naive_dpkt.py"), str(path)], None)
@@ -303,6 +313,9 @@ def run(args: argparse.Namespace, core: int | None) -> int:
 
         if ours_bin:
             contenders.append(("ours", "MirrorScope (mirrorscope analyze)", ours_cmd))
+            if not args.skip_health_baseline:
+                contenders.append(("ours-nohealth", "MirrorScope without TCP health",
+                                   ours_nohealth_cmd))
         if not args.skip_naive:
             contenders.append(("naive", "naive dpkt loop (bench/naive_dpkt.py)", naive_cmd))
         if go_bin:
@@ -353,6 +366,14 @@ def run(args: argparse.Namespace, core: int | None) -> int:
                 ratios[f"{peer}_over_ours_peak_rss"] = round(
                     results[peer]["peak_rss_mb"] / results["ours"]["peak_rss_mb"], 3)
 
+    if "ours" in results and "ours-nohealth" in results:
+        # What TCP health costs flows-only mode (issue 19's target: <= 1.15x).
+        ratios["ours_over_nohealth_wall"] = round(
+            results["ours"]["wall_s"] / results["ours-nohealth"]["wall_s"], 3)
+        ratios["ours_over_nohealth_cpu"] = round(
+            results["ours"]["cpu_s"] / results["ours-nohealth"]["cpu_s"], 3) \
+            if results["ours-nohealth"]["cpu_s"] else None
+
     # print the table
     pin = f"pinned to core {core}" if core is not None else "not pinned"
     print(f"\ncapture: {capture}  ({packets:,} packets, {size / 1e6:.1f} MB)")
@@ -374,6 +395,10 @@ def run(args: argparse.Namespace, core: int | None) -> int:
                   f"({'faster' if ratios[k] >= 1 else 'slower'}; by CPU time "
                   f"{'-' if cpu is None else f'{cpu:.2f}x'}); "
                   f"{peer} uses {ratios[f'{peer}_over_ours_peak_rss']:.2f}x our peak RSS")
+    if "ours_over_nohealth_wall" in ratios:
+        print(f"ours/ours-nohealth: TCP health costs {ratios['ours_over_nohealth_wall']:.3f}x "
+              f"the wall time (CPU {ratios['ours_over_nohealth_cpu']}x) of flows-only mode "
+              f"(target <= 1.15x)")
     if "ours" not in results:
         print("ours: skipped (no ratios)")
     if "naive" in results and "go" in results:

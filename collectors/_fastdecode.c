@@ -233,7 +233,7 @@ typedef struct {
     int alen;                  /* 4 or 16 */
     int ip_version;
     int proto;
-    unsigned sport, dport, flags;
+    unsigned sport, dport, flags, window;
     uint32_t seq, ack;
     Py_ssize_t tot;            /* wire_len == cap_len (never truncated here) */
     Py_ssize_t payload_len;
@@ -341,6 +341,7 @@ parse_ip(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, unsigned et, int dept
         p->seq = be32(t + 4);
         p->ack = be32(t + 8);
         p->flags = t[13];
+        p->window = be16(t + 14);
         p->payload_len = l4len - hlen;
         p->data_off = l4 + hlen;
         return 1;
@@ -359,7 +360,7 @@ parse_ip(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, unsigned et, int dept
         p->sport = be16(t);
         p->dport = dport;
         p->seq = p->ack = 0;
-        p->flags = 0;
+        p->flags = p->window = 0;
         p->payload_len = l4len - 8;
         p->data_off = l4 + 8;
         return 1;
@@ -370,7 +371,7 @@ parse_ip(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, unsigned et, int dept
         p->sport = be16(t);
         p->dport = be16(t + 2);
         p->seq = p->ack = 0;
-        p->flags = 0;
+        p->flags = p->window = 0;
         p->payload_len = l4len - 12;
         p->data_off = l4 + 12;
         return 1;
@@ -381,7 +382,7 @@ parse_ip(const uint8_t *b, Py_ssize_t off, Py_ssize_t end, unsigned et, int dept
         p->sport = t[0];
         p->dport = t[1];
         p->seq = p->ack = 0;
-        p->flags = 0;
+        p->flags = p->window = 0;
         p->payload_len = l4len - 8;
         p->data_off = l4 + 8;
         return 1;
@@ -523,7 +524,7 @@ bit_set(const ConfigObject *cfg, unsigned port)
 static PyObject *
 build_record(ConfigObject *cfg, const Pkt *p, const uint8_t *b, PyObject *ts, PyObject *mirror_obj)
 {
-    PyObject *args[19];
+    PyObject *args[20];
     PyObject *payload;
     PyObject *rec = NULL;
     int keep = 0;
@@ -535,7 +536,7 @@ build_record(ConfigObject *cfg, const Pkt *p, const uint8_t *b, PyObject *ts, Py
         keep = 1;
     }
 
-    for (int i = 0; i < 19; i++)
+    for (int i = 0; i < 20; i++)
         args[i] = NULL;
 
     if (keep) {
@@ -599,19 +600,20 @@ build_record(ConfigObject *cfg, const Pkt *p, const uint8_t *b, PyObject *ts, Py
     args[16] = Py_NewRef(Py_False);
     args[17] = Py_NewRef(Py_False);
     args[18] = Py_NewRef(direction);
+    args[19] = small_int(p->window);  /* a 16-bit field */
 
-    for (int i = 0; i < 19; i++) {
+    for (int i = 0; i < 20; i++) {
         if (args[i] == NULL)
             goto done;
     }
-    rec = PyObject_Vectorcall(cfg->record_type, args, 19, NULL);
+    rec = PyObject_Vectorcall(cfg->record_type, args, 20, NULL);
     if (rec == Py_None) {  /* None means "declined" to the callers */
         Py_DECREF(rec);
         rec = NULL;
         PyErr_SetString(PyExc_TypeError, "record_type returned None");
     }
 done:
-    for (int i = 0; i < 19; i++)
+    for (int i = 0; i < 20; i++)
         Py_XDECREF(args[i]);
     if (rec == NULL && !PyErr_Occurred())
         PyErr_NoMemory();

@@ -81,6 +81,7 @@ _U32 = struct.Struct("!I")
 _IPV4 = struct.Struct("!BxHxxHxB2x4s4s")  # ver/ihl, total len, flags/frag off, proto, src, dst
 _IPV6 = struct.Struct("!4xHBx16s16s")  # payload len, next header, src, dst
 _TCP = struct.Struct("!HHIIBB")  # ports, seq, ack, data offset, flags
+_WIN = struct.Struct("!H")  # the window, after the flags
 _PORTS = struct.Struct("!HH")
 
 # Every reason a frame can be dropped, so that counters exist (as zero) from the start and a
@@ -314,6 +315,7 @@ class Decoder:
         cap_len = ip_end - off
 
         sport = dport = flags = seq = ack = 0
+        window = -1 if proto == PROTO_TCP else 0  # a TCP window not in this packet is unknown
         payload_len = 0
         data_off = l4
         if first_fragment:
@@ -323,6 +325,7 @@ class Decoder:
                     return self._dropped("truncated_transport_header")
                 if l4_avail >= 14:
                     sport, dport, seq, ack, doff, flags = _TCP.unpack_from(b, l4)
+                    window = _WIN.unpack_from(b, l4 + 14)[0] if l4_avail >= 16 else -1
                     hlen = (doff >> 4) * 4
                     if hlen < 20:
                         hlen = 20
@@ -378,7 +381,7 @@ class Decoder:
         self.decoded += 1
         return PacketRecord(
             ts_ns, vni, mirror_src, ip_version, src, dst, proto, sport, dport, flags, seq, ack,
-            tot, cap_len, payload_len, payload, truncated, fragment, direction,
+            tot, cap_len, payload_len, payload, truncated, fragment, direction, window,
         )
 
     # -- tunnels ----------------------------------------------------------------------------

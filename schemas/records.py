@@ -71,6 +71,11 @@ class PacketRecord(msgspec.Struct, array_like=True, gc=False):
     """An IPv4/IPv6 fragment; non-first fragments carry no ports."""
     direction: Direction | None = None
     """Relative to the mirrored ENI: egress when the inner source is its address, where known."""
+    window: int = -1
+    """TCP receive window field as sent (unscaled: only zero matters to the flow table); 0 for
+    other protocols; -1 when not known: a TCP header cut before it, or a batch from a collector
+    older than this field (appended last with a default so those still decode; -1 and not 0 so
+    their segments are not all taken for zero-window events)."""
 
 
 class PacketBatch(msgspec.Struct, array_like=True):

@@ -51,18 +51,19 @@ class TcpConversation:
     acknowledgment numbers. Segments are made in the order the endpoints sent them; the
     capture order (what the mirror delivered) is chosen when the frames are taken."""
 
-    def __init__(self, client="10.0.0.1", server="10.0.0.2", cport=40000, sport=80):
+    def __init__(self, client="10.0.0.1", server="10.0.0.2", cport=40000, sport=80,
+                 cisn=1000, sisn=50000):
         self.a, self.b = ip4(client), ip4(server)
         self.cport, self.sport = cport, sport
-        self.cseq, self.sseq = 1000, 50000
+        self.cseq, self.sseq = cisn, sisn
         self.segments: list[tuple[bool, int, bytes]] = []  # (from client, frame, payload)
 
-    def _seg(self, client: bool, flags: int, data: bytes = b"") -> int:
+    def _seg(self, client: bool, flags: int, data: bytes = b"", win: int = 65535) -> int:
         seq, ack = (self.cseq, self.sseq) if client else (self.sseq, self.cseq)
         src, dst, sp, dp = ((self.a, self.b, self.cport, self.sport) if client
                             else (self.b, self.a, self.sport, self.cport))
         tcp = dpkt.tcp.TCP(sport=sp, dport=dp, seq=seq, ack=ack if flags & ACK else 0,
-                           flags=flags, win=65535, data=data)
+                           flags=flags, win=win, data=data)
         frame = ethernet(ipv4_packet(src, dst, 6, tcp), *((MAC_A, MAC_B) if client else (MAC_B, MAC_A)))
         self.segments.append((client, frame, data))
         if client:
@@ -83,6 +84,17 @@ class TcpConversation:
 
     def server(self, data: bytes) -> int:
         return self._seg(False, PSH | ACK, data)
+
+    def ack(self, client: bool, win: int = 65535) -> int:
+        """A pure ACK (win=0: a zero-window advertisement); returns its index."""
+        return self._seg(client, ACK, b"", win)
+
+    def syn(self) -> int:
+        """A SYN alone (the handshake's first segment; repeat its index to resend it)."""
+        return self._seg(True, SYN)
+
+    def syn_ack(self) -> int:
+        return self._seg(False, SYN | ACK)
 
     def skip_server(self, n: int) -> None:
         """n server bytes the client received but the mirror never copied."""

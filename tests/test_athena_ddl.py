@@ -143,6 +143,13 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     from tests.sink_helpers import make_alert, make_flow, make_http
 
     flows = [make_flow(i, proto=(6, 6, 17)[i % 3]) for i in range(120)]
+    # TCP health (flow schema 3) on the TCP flows; null on the others, as the flow table does.
+    flows = [msgspec.structs.replace(
+        f, handshake_rtt_resp=0.001 * (1 + i % 4), handshake_rtt_orig=0.0005,
+        orig_retrans_pkts=i % 3, orig_retrans_bytes=100 * (i % 3), resp_retrans_pkts=i % 5,
+        resp_retrans_bytes=1400 * (i % 5), orig_ooo_pkts=0, resp_ooo_pkts=i % 2,
+        orig_zero_windows=0, resp_zero_windows=0, missed_bytes=7 * (i % 4))
+        if f.protocol == 6 else f for i, f in enumerate(flows)]
     https = [make_http(i, status=(200, 404, 500, 503, None)[i % 5]) for i in range(60)]
     https = [msgspec.structs.replace(h, community_id=flows[i].community_id) if i < 10 else h
              for i, h in enumerate(https)]
@@ -159,7 +166,7 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     for q in docs_queries():
         q = q.replace("approx_percentile(latency, 0.95)", "max(latency)")
         results.append(execute(q, dialect="athena", tables=tables))
-    top, unanswered, http5xx, by_type, joined, vpc = results
+    top, health, unanswered, http5xx, by_type, joined, vpc = results
 
     pair_bytes = collections.Counter()
     for f in flows:
@@ -167,6 +174,15 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     want_top = [b for _, b in pair_bytes.most_common(10)]
     assert [r[2] for r in top.rows] == want_top
     assert [r[2] for r in vpc.rows] == want_top
+    tcp = [f for f in flows if f.protocol == 6]
+    want_health = collections.defaultdict(lambda: [0, 0, 0])
+    for f in tcp:
+        w = want_health[(f.dstaddr, f.dstport)]
+        w[0] += 1
+        w[1] += f.orig_retrans_pkts + f.resp_retrans_pkts
+        w[2] += f.missed_bytes
+    assert {(r[0], r[1]): list(r[2:5]) for r in health.rows} == dict(want_health)
+    assert sum(r[2] for r in health.rows) == len(tcp)  # UDP flows (null health) left out
     assert sum(r[3] for r in unanswered.rows) == sum(
         1 for f in flows if f.protocol == 6 and f.conn_state in ("S0", "REJ"))
     assert {r[2] for r in unanswered.rows} <= {"S0", "REJ"}

@@ -160,8 +160,8 @@ def sample_out(tmp_path_factory) -> Path:
 def test_docs_queries_on_the_sample_match_sqlglot(sample_out):
     recs = read_records(sample_out)
     assert len(recs["flows"]) == 6 and len(recs["http"]) == 5
-    # top talkers 1 + VPC query 1 + the 5 transactions joined to their flows
-    assert compare_with_sqlglot(sample_out, recs, move_dates=True, through_cli=True) == 7
+    # top talkers 1 + TCP health by server 1 + VPC query 1 + the 5 transactions joined
+    assert compare_with_sqlglot(sample_out, recs, move_dates=True, through_cli=True) == 8
 
 
 def test_docs_queries_on_a_corpus_capture_match_sqlglot(tmp_path):

@@ -113,13 +113,17 @@ def embedded_finish(out_dir, totals: dict) -> None:
                    "(docs/detectors/).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @redact_options
+@click.option("--no-tcp-health", "no_tcp_health", is_flag=True, hidden=True,
+              help="Leave TCP flow records' health fields null (bench/bench_analyze.py's "
+                   "baseline for their cost).")
 @click.option("--pure-python", is_flag=True, hidden=True,
               help="Decode without the C fast path (for comparisons).")
 def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_idle_timeout: float,
             active_timeout: float,
             close_linger: float, max_flows: int, progress: bool | None, http: bool, keep_credentials: bool,
             s3_bucket: str | None, cloudwatch: bool, detect: bool, detect_config: Path | None,
-            as_json: bool, pure_python: bool, protocols: frozenset[str]) -> None:
+            as_json: bool, pure_python: bool, protocols: frozenset[str],
+            no_tcp_health: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
     HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
@@ -137,7 +141,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
             raise click.BadParameter("must be positive", param_hint=name)
     cfg = FlowConfig(idle_timeout=idle_timeout, tcp_idle_timeout=tcp_idle_timeout,
                      active_timeout=active_timeout,
-                     close_linger=close_linger, max_flows=max_flows)
+                     close_linger=close_linger, max_flows=max_flows,
+                     tcp_health=not no_tcp_health)
     from stream_app.redact_options import redact_config
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
                                   redact=redact_config()),

@@ -30,6 +30,8 @@ import msgspec
 from collectors.flowkey import community_id, flow_id, flow_key, ip_text
 from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
+from stream_app.core.tcphealth import health_fields, restart_health
+from stream_app.core.tcphealth import segment as health_segment
 from stream_app.core.l7 import L7
 from stream_app.core.protocols import port_guess
 
@@ -63,6 +65,9 @@ class FlowConfig:
     """Flows held at once (about 2 KB each in RSS, more with HTTP state; docs/robustness.md).
     A new flow past it ends the flow started longest ago first (end_reason "evicted", counted
     in stats["flows_evicted"]): a flood of distinct flows costs bounded memory, never a crash."""
+    tcp_health: bool = True
+    """Count TCP health (tcphealth.py) on every TCP flow; off leaves those fields null (the
+    benchmark's baseline for what they cost)."""
 
 
 @dataclass(slots=True)
@@ -115,6 +120,39 @@ class Flow:
 
     texts: tuple[str, str] | None = None
     conn_uid: str | None = None
+
+    # TCP health (tcphealth.py), plain ints so a flow's state stays plain data. Per direction
+    # (o_ originator, r_ responder): the sequence number just past the highest byte seen
+    # (None until that direction's first segment), the last acknowledgment it sent, and one
+    # open hole [glo, ghi) with ``gap`` of its bytes not seen yet (0: none open).
+    o_nxt: int | None = None
+    r_nxt: int | None = None
+    o_ack: int | None = None
+    r_ack: int | None = None
+    o_glo: int = 0
+    o_ghi: int = 0
+    o_gap: int = 0
+    r_glo: int = 0
+    r_ghi: int = 0
+    r_gap: int = 0
+    # The record's counters (start over at an active-timeout split, as orig_pkts).
+    orig_retx_pkts: int = 0
+    orig_retx_bytes: int = 0
+    resp_retx_pkts: int = 0
+    resp_retx_bytes: int = 0
+    orig_ooo: int = 0
+    resp_ooo: int = 0
+    orig_zw: int = 0
+    resp_zw: int = 0
+    missed: int = 0
+    # Handshake times (ns): the last SYN before the SYN-ACK, the last SYN-ACK before the ACK,
+    # and the two round trips once seen (only on the record that holds the handshake).
+    syn_ns: int = 0
+    synack_ns: int = 0
+    hs_seq: int = 0
+    """The originator's sequence number the SYN-ACK acknowledged (its handshake ACK's)."""
+    rtt_resp_ns: int | None = None
+    rtt_orig_ns: int | None = None
 
     def conn_uid_cache(self) -> str:
         """Deterministic id of the connection (not of one flow record: active-timeout splits
@@ -236,6 +274,7 @@ class FlowTable:
         l7_undecided = self.l7.undecided if self.l7 is not None else None
         l7_udp = self.l7.udp if self.l7 is not None else None
         linger, active = self._linger, self._active
+        health = self.config.tcp_health
         now = self.now_ns
         for r in it:
             ts = r.ts_ns
@@ -257,6 +296,9 @@ class FlowTable:
                     # A capture clock stepping back (merged files, NTP): a flow's own time
                     # never goes back, so no duration is negative and no timer misfires.
                     ts = f.last_ns
+                    if f.rtt_orig_ns is None:  # nor is a handshake timed across the step
+                        f.syn_ns = f.synack_ns = -1
+                        f.rtt_resp_ns = None
                 if f.closing_ns:
                     if ts - f.closing_ns >= linger or (r.tcp_flags & (SYN | ACK)) == SYN:
                         self._end(f, f.close_reason, out)
@@ -290,13 +332,36 @@ class FlowTable:
                 if r.fragment:
                     f.fragment_pkts += 1
             if proto == TCP:
+                # TCP health: an in-order segment (the common case) is handled here;
+                # anything else (a hole, a resent or late segment, SYN, RST, a zero window)
+                # takes tcphealth.segment.
+                seq = r.seq
+                fl = r.tcp_flags
+                if health:
+                    # In order, ACK set, no SYN or RST, window open (FIN allowed: it takes
+                    # one sequence number): only the direction's next sequence number and
+                    # last acknowledgment move. Flags as literals (0x16: SYN|RST|ACK, 0x10:
+                    # ACK, 1: FIN): constants cost less than globals here.
+                    if is_orig:
+                        if seq == f.o_nxt and fl & 0x16 == 0x10 and r.window:
+                            f.o_ack = r.ack
+                            if plen or fl & 1:
+                                f.o_nxt = (seq + plen + (fl & 1)) & 0xFFFFFFFF
+                        else:
+                            health_segment(f, r, True, ts)
+                    elif seq == f.r_nxt and fl & 0x16 == 0x10 and r.window:
+                        f.r_ack = r.ack
+                        if plen or fl & 1:
+                            f.r_nxt = (seq + plen + (fl & 1)) & 0xFFFFFFFF
+                    else:
+                        health_segment(f, r, False, ts)
                 a = f.l7
                 if a is not False:
                     try:  # the flow boundary: hostile payload must not end the batch
                         if a is None:
                             l7_undecided(f, r, is_orig)
                         elif plen or a.orig.pending or a.resp.pending or a.waiting \
-                                or r.tcp_flags & FIN:
+                                or fl & FIN:
                             # A pure ACK only matters while a hole or a reordered copy waits;
                             # a FIN says where its direction's bytes end.
                             a.packet(r, is_orig)
@@ -304,10 +369,10 @@ class FlowTable:
                         self._l7_failed(f, exc)
                 # A segment kind (flags, direction, data or not) already applied since the
                 # endpoint states last changed changes nothing: skip the state machine.
-                kind = (r.tcp_flags << 2) | (is_orig << 1) | (plen > 0)
+                kind = (fl << 2) | (is_orig << 1) | (plen > 0)
                 if kind not in f.memo:
                     self.now_ns = now
-                    self._tcp(f, kind, ts)
+                    self._tcp(f, kind, ts, seq)
             elif proto == UDP:
                 a = f.l7
                 if a is not False:
@@ -368,10 +433,19 @@ class FlowTable:
         f.truncated_pkts = f.fragment_pkts = 0
         f.history = ""
         f.memo.clear()  # tcp_flags and history start over, so every segment kind counts again
+        if f.proto == TCP:
+            restart_health(f)
 
-    def _tcp(self, f: Flow, kind: int, ts: int) -> None:
+    def _tcp(self, f: Flow, kind: int, ts: int, seq: int) -> None:
         flags = kind >> 2
         f.tcp_flags |= flags
+        if f.synack_ns > 0 and f.rtt_orig_ns is None and kind & 2 and flags & (SYN | ACK) == ACK:
+            # The originator's first ACK after a SYN-ACK (a segment kind not applied since the
+            # SYN-ACK changed the states, so it always comes here): the client-side RTT, if it
+            # is the handshake's own (the sequence number the SYN-ACK acknowledged), not a
+            # later segment after the capture missed that ACK.
+            if seq == f.hs_seq:
+                f.rtt_orig_ns = ts - f.synack_ns
         for ch in _LETTERS[kind]:
             if ch not in f.history:
                 f.history += ch
@@ -513,6 +587,7 @@ class FlowTable:
             truncated_pkts=f.truncated_pkts, fragment_pkts=f.fragment_pkts,
             start_time=round(f.first_ns / NS, 6), end_time=round(f.last_ns / NS, 6),
             app_proto_source=source,
+            **(health_fields(f) if f.proto == TCP and self.config.tcp_health else _NO_HEALTH),
         )
 
 
@@ -562,11 +637,37 @@ class FlowState(msgspec.Struct, array_like=True, gc=False):
     idle_ns: int
     texts: tuple[str, str] | None
     conn_uid: str | None
+    # TCP health (added after state version 2's first fixtures: defaults keep them readable)
+    o_nxt: int | None = None
+    r_nxt: int | None = None
+    o_ack: int | None = None
+    r_ack: int | None = None
+    o_glo: int = 0
+    o_ghi: int = 0
+    o_gap: int = 0
+    r_glo: int = 0
+    r_ghi: int = 0
+    r_gap: int = 0
+    orig_retx_pkts: int = 0
+    orig_retx_bytes: int = 0
+    resp_retx_pkts: int = 0
+    resp_retx_bytes: int = 0
+    orig_ooo: int = 0
+    resp_ooo: int = 0
+    orig_zw: int = 0
+    resp_zw: int = 0
+    missed: int = 0
+    syn_ns: int = 0
+    synack_ns: int = 0
+    hs_seq: int = 0
+    rtt_resp_ns: int | None = None
+    rtt_orig_ns: int | None = None
 
 
 _FLOW_FIELDS = tuple(f.name for f in fields(Flow))
 assert _FLOW_FIELDS == FlowState.__struct_fields__, "FlowState must list Flow's fields in order"
 _FLOW_GET = attrgetter(*_FLOW_FIELDS)
+_NO_HEALTH: dict = {}  # other protocols: the TCP health fields keep their null defaults
 
 
 def _reverse_direction(d: str | None) -> str | None:
