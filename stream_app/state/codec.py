@@ -27,6 +27,7 @@ their meaning, takes a new version number and a reader for the old one here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -38,6 +39,9 @@ from typing import Union
 import msgspec
 
 from stream_app.core.flowtable import Flow, FlowState
+
+_FLOW_DEFAULTS = tuple(fd for fd in dataclasses.fields(Flow)
+                       if fd.default is not dataclasses.MISSING)
 from stream_app.core.processor import Processor
 
 TAG_LEN = 16
@@ -163,7 +167,7 @@ class Codec:
                 raise StateError(f"flow state unreadable: {exc}") from None
         return out
 
-    def _loads_v1(self, blobs, proc: Processor) -> list[Flow]:
+    def _loads_v1(self, blobs, proc: Processor) -> list[Flow]:  # noqa: C901
         """Version 1 (the pickles of the release before): tag verified first, then read by
         an unpickler that can build only that release's core classes, converted to version-2
         records (the same strict decoding as any blob) and flows built from those."""
@@ -179,6 +183,9 @@ class Codec:
                 f = _V1Unpickler(io.BytesIO(data), shared).load()
                 if type(f) is not Flow:
                     raise StateError(f"version-1 flow state holds a {type(f).__name__}")
+                for fd in _FLOW_DEFAULTS:  # fields newer than that release: their defaults
+                    if not hasattr(f, fd.name):
+                        setattr(f, fd.name, fd.default)
                 if f.l7_held is not None and not isinstance(f.l7_held, list):
                     f.l7_held = [(f.l7_held, True)]  # one client record (before 2026-12)
                 st = decode(encode(f.to_state()))
