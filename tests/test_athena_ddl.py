@@ -14,6 +14,9 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 
 from schemas.athena import generate
+from schemas.kinds import KINDS
+
+TABLES = [k.table for k in KINDS]
 
 ROOT = Path(__file__).resolve().parents[1]
 DDL = ROOT / "schemas" / "athena"
@@ -26,7 +29,7 @@ packets bytes start end action log_status vpc_id subnet_id instance_id tcp_flags
 pkt_dstaddr region az_id sublocation_type sublocation_id pkt_src_aws_service pkt_dst_aws_service
 flow_direction traffic_path""".split()
 
-JSON_FOR = {"flows": "flow_record.json", "http": "http_transaction.json"}
+JSON_FOR = {k.table: f"{k.schema}.json" for k in KINDS}
 
 
 def parse(path: Path, dialect: str = "athena") -> exp.Create:
@@ -40,24 +43,39 @@ def ddl_columns(stmt: exp.Create) -> list[tuple[str, str]]:
             for c in stmt.this.expressions if isinstance(c, exp.ColumnDef)]
 
 
-def json_hive_type(s: dict) -> str:
+def json_hive_type(s: dict, defs: dict) -> str:
     if "anyOf" in s:
         [s] = [x for x in s["anyOf"] if x.get("type") != "null"]
+    if "$ref" in s:  # a nested Struct (DNS answers, TLS certificates): a Hive struct
+        d = defs[s["$ref"].rsplit("/", 1)[1]]
+        # JSON Schema lists properties by name: compared with sorted_structs(DDL type)
+        return "struct<" + ",".join(f"{k}:{json_hive_type(v, defs)}"
+                                    for k, v in sorted(d["properties"].items())) + ">"
     if "enum" in s:
         return "string"
     t = s["type"]
     if t == "array":
-        return f"array<{json_hive_type(s['items'])}>"
+        return f"array<{json_hive_type(s['items'], defs)}>"
     if t == "object":
-        return f"map<string,{json_hive_type(s['additionalProperties'])}>"
+        return f"map<string,{json_hive_type(s['additionalProperties'], defs)}>"
     return {"integer": "bigint", "number": "double", "string": "string", "boolean": "boolean"}[t]
+
+
+def sorted_structs(hive: str) -> str:
+    """A Hive type with each struct's members sorted by name (JSON Schema's order)."""
+    import sqlglot.expressions as e
+    node = sqlglot.parse_one(f"CAST(x AS {hive})", read="hive").to
+    for dt in node.find_all(e.DataType):
+        if dt.this == e.DataType.Type.STRUCT:
+            dt.set("expressions", sorted(dt.expressions, key=lambda c: c.name))
+    return node.sql(dialect="hive").lower().replace(" ", "")
 
 
 def json_columns(name: str) -> dict[str, str]:
     doc = json.loads((JSON / name).read_text())
     ref = doc["$ref"].rsplit("/", 1)[1]
     props = doc["$defs"][ref]["properties"]
-    return {k: json_hive_type(v) for k, v in props.items()}
+    return {k: json_hive_type(v, doc["$defs"]) for k, v in props.items()}
 
 
 def tf_columns() -> dict[str, list[tuple[str, str]]]:
@@ -65,16 +83,19 @@ def tf_columns() -> dict[str, list[tuple[str, str]]]:
     loc = hcl2.load(TABLES_TF.open())["locals"][0]
     unq = lambda s: s.strip('"')  # noqa: E731
     return {t: [(unq(c["name"]), unq(c["type"]).replace(" ", "")) for c in loc[key]]
-            for t, key in (("flows", "flow_columns"), ("http", "http_columns"), ("alerts", "alert_columns"))}
+            for t, key in (("flows", "flow_columns"), ("http", "http_columns"),
+                           ("alerts", "alert_columns"), ("dns", "dns_columns"),
+                           ("tls", "tls_columns"), ("ssh", "ssh_columns"))}
 
 
 def test_generated_files_are_current():
     assert generate.main(["--check"]) == 0, "run python -m schemas.athena.generate"
-    assert {p.stem for p in DDL.glob("*.sql")} == {"flows", "http", "alerts"}
+    assert {p.stem for p in DDL.glob("*.sql")} == set(TABLES)
+    assert {p.stem for p in (DDL / "views").glob("*.sql")} == {f"{t}_unique" for t in TABLES}
 
 
 @pytest.mark.parametrize("dialect", ["athena", "hive"])
-@pytest.mark.parametrize("table", ["flows", "http", "alerts"])
+@pytest.mark.parametrize("table", TABLES)
 def test_ddl_parses_with_partitions_and_projection(table, dialect):
     stmt = parse(DDL / f"{table}.sql", dialect)
     assert stmt.this.this.name == table
@@ -85,16 +106,24 @@ def test_ddl_parses_with_partitions_and_projection(table, dialect):
     assert f"${{PREFIX}}{table}/dt=${{dt}}/hour=${{hour}}/'" in props
 
 
-@pytest.mark.parametrize("table", ["flows", "http"])
+@pytest.mark.parametrize("table", TABLES)
 def test_columns_match_the_json_schemas(table):
     cols = ddl_columns(parse(DDL / f"{table}.sql"))
-    assert dict(cols) == json_columns(JSON_FOR[table])
+    assert {n: sorted_structs(t) for n, t in cols} == {
+        n: sorted_structs(t) for n, t in json_columns(JSON_FOR[table]).items()}
     assert len(cols) == len(dict(cols))
 
 
-@pytest.mark.parametrize("table", ["flows", "http", "alerts"])
+@pytest.mark.parametrize("table", TABLES)
 def test_columns_match_terraform_glue_tables(table):
     assert ddl_columns(parse(DDL / f"{table}.sql")) == tf_columns()[table]
+
+
+def test_every_table_in_terraform_is_a_result_kind():
+    """A kind added to schemas/kinds.py needs its Glue table; one removed leaves none behind."""
+    import hcl2
+    loc = hcl2.load(TABLES_TF.open())["locals"][0]
+    assert set(loc["tables"]) == set(TABLES)
 
 
 def test_flow_table_keeps_every_vpc_flow_logs_v5_column():

@@ -78,3 +78,21 @@ class AlertSummary:
     def listing(self) -> list[dict]:
         return [{"type": a.type, "severity": a.severity, "source": a.source,
                  "summary": a.summary} for a in self.first]
+
+
+@dataclass
+class RecordCounts:
+    """Records made per result kind (schemas.kinds), for the summary's counts of the kinds
+    that have no aggregate of their own (dns, tls, ssh)."""
+
+    by_kind: Counter = field(default_factory=Counter)
+
+    def add(self, results) -> None:
+        from schemas.kinds import records_of
+        for kind, recs in records_of(results):
+            if recs:
+                self.by_kind[kind.name] += len(recs)
+
+    def as_dict(self) -> dict[str, int]:
+        from schemas.kinds import NAMES
+        return {n: self.by_kind.get(n, 0) for n in NAMES}

@@ -29,7 +29,8 @@ from pathlib import Path
 import click
 
 SERVICES = ("kafka", "redis", "moto")
-RESULT_TOPICS = ("mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts")
+RESULT_TOPICS = ("mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts",
+                 "mirrorscope.dns", "mirrorscope.tls", "mirrorscope.ssh")
 STATE = "services.json"
 PORTS = "ports.json"
 STATE_VERSION = 1
