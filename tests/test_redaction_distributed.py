@@ -60,7 +60,7 @@ def test_no_secret_reaches_topics_redis_s3_or_logs(kafka_broker, redis_db, moto,
                                                    tmp_path):
     tag = uuid.uuid4().hex[:8]
     packets = f"packets-{tag}"
-    results = {k: f"{k}-{tag}" for k in ("flows", "http", "alerts")}
+    results = {k: f"{k}-{tag}" for k in NAMES}
     create_topic(kafka_broker.bootstrap, packets, 2)
     for t in results.values():
         create_topic(kafka_broker.bootstrap, t, 1)
@@ -137,8 +137,8 @@ def test_no_secret_reaches_topics_redis_s3_or_logs(kafka_broker, redis_db, moto,
            "AWS_REGION": "us-east-1", "MIRRORSCOPE_S3_BUCKET": f"records-{tag}",
            "MIRRORSCOPE_S3_ENDPOINT_URL": moto.url, "MIRRORSCOPE_DATA_DIR": str(tmp_path / "sink"),
            "MIRRORSCOPE_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
-           "MIRRORSCOPE_TOPIC_FLOWS": results["flows"], "MIRRORSCOPE_TOPIC_HTTP": results["http"],
-           "MIRRORSCOPE_TOPIC_ALERTS": results["alerts"], "MIRRORSCOPE_KAFKA_GROUP": f"s3-{tag}"}
+           **{f"MIRRORSCOPE_TOPIC_{k.upper()}": results[k] for k in NAMES},
+           "MIRRORSCOPE_KAFKA_GROUP": f"s3-{tag}"}
     sink = subprocess.run([sys.executable, "-m", "stream_app.cli", "sink", "s3", "--idle-exit",
                            "4", "--log-level", "debug"], env=env, capture_output=True, text=True,
                           timeout=180)

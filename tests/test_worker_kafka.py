@@ -20,7 +20,7 @@ import uuid
 import msgspec
 import pytest
 
-from schemas.records import Alert, FlowRecord, HttpTransaction
+from schemas.kinds import BY_NAME, KINDS, NAMES
 from tests.services.kafka_service import consume_all, create_topic
 from tests.services.collector_proc import MIRRORSCOPE
 from tests.services.fixtures import kafka_broker  # noqa: F401
@@ -80,13 +80,13 @@ def capture(tmp_path_factory):
         rows = [json.loads(line) for line in (ref / name).read_text().splitlines()]
         return rows
 
-    flows = {r["flow_id"]: r for r in load("flows.jsonl")}
-    http = {r["http_id"]: r for r in load("http.jsonl")}
-    alerts = {r["alert_id"]: r for r in load("alerts.jsonl")}
+    # every result kind (schemas.kinds), by id
+    ref = {k.name: {r[k.id_field]: r for r in load(f"{k.name}.jsonl")} for k in KINDS}
+    flows, http, alerts = ref["flows"], ref["http"], ref["alerts"]
     assert len(http) == 300 and len(flows) > 300
     assert any(f["end_reason"] == "active" for f in flows.values())
     assert [a["type"] for a in alerts.values()] == ["port_scan"]
-    return parts, {"flows": flows, "http": http, "alerts": alerts}
+    return parts, ref
 
 
 @pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])
@@ -114,7 +114,7 @@ class Env:
         self.redis_url = redis_url
         self.topic = f"packets-{tag}"
         self.group = f"workers-{tag}"
-        self.results = {k: f"{k}-{tag}" for k in ("flows", "http", "alerts")}
+        self.results = {k: f"{k}-{tag}" for k in NAMES}
         self.tmp = tmp
         self.workers: list[Worker] = []
 
@@ -178,7 +178,7 @@ class Env:
     def results_of(self, kind: str, want: set, timeout: float = 120.0) -> dict:
         """Records of one result topic by id (duplicates of a replay must be identical),
         once every wanted id is there or the time is up."""
-        typ = {"flows": FlowRecord, "http": HttpTransaction, "alerts": Alert}[kind]
+        typ = BY_NAME[kind].struct_type
         dec = msgspec.msgpack.Decoder(typ)
         got: dict[str, dict] = {}
 
@@ -236,7 +236,7 @@ def test_two_workers_give_the_same_records_as_analyze(env, capture):
     prod.close()
     sent = env.replay(parts[1], parts[2], end_marker=True)
     sent["published"] += first["published"]
-    assert_same(env, ref, kinds=("flows", "http", "alerts"))
+    assert_same(env, ref, kinds=NAMES)
     # Both did a share of the work, and between them applied every packet once.
     s1, s2 = w1.stats(), w2.stats()
     assert s1["packet_records"] > 0 and s2["packet_records"] > 0
