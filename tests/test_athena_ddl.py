@@ -169,13 +169,17 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     from schemas.records import Alert, FlowRecord, HttpTransaction
     from stream_app.sinks.batching import flow_kind, http_kind, partition_of
     from stream_app.sinks.parquet import decode, encode
-    from tests.sink_helpers import make_alert, make_flow, make_http
+    from schemas.records import DnsTransaction, SshSession, TlsHandshake
+    from tests.sink_helpers import make_alert, make_dns, make_flow, make_http, make_ssh, make_tls
 
     flows = [make_flow(i, proto=(6, 6, 17)[i % 3]) for i in range(120)]
     https = [make_http(i, status=(200, 404, 500, 503, None)[i % 5]) for i in range(60)]
     https = [msgspec.structs.replace(h, community_id=flows[i].community_id) if i < 10 else h
              for i, h in enumerate(https)]
     alerts = [make_alert(i, type_=("port_scan", "syn_flood")[i % 2]) for i in range(9)]
+    dnss = [make_dns(i, answered=i % 5 != 4) for i in range(50)]
+    tlss = [make_tls(i, established=i % 6 != 5) for i in range(40)]
+    sshs = [make_ssh(i) for i in range(15)]
 
     def rows(recs, typ, ts_of):
         back = decode(encode(recs, typ, "parquet"), typ, "parquet")
@@ -183,12 +187,15 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
                 for r in back]
     tables = {"mirrorscope": {"flows": rows(flows, FlowRecord, flow_kind().ts_of),
                               "http": rows(https, HttpTransaction, http_kind().ts_of),
-                              "alerts": rows(alerts, Alert, lambda a: a.ts)}}
+                              "alerts": rows(alerts, Alert, lambda a: a.ts),
+                              "dns": rows(dnss, DnsTransaction, lambda r: r.ts),
+                              "tls": rows(tlss, TlsHandshake, lambda r: r.ts),
+                              "ssh": rows(sshs, SshSession, lambda r: r.ts)}}
     results = []
     for q in docs_queries():
         q = q.replace("approx_percentile(latency, 0.95)", "max(latency)")
         results.append(execute(q, dialect="athena", tables=tables))
-    top, unanswered, http5xx, by_type, joined, vpc = results
+    top, unanswered, http5xx, by_type, joined, vpc, nxdomain, tls_names, ssh_clients = results
 
     pair_bytes = collections.Counter()
     for f in flows:
@@ -204,3 +211,11 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     assert {(r[0], r[1]): r[2] for r in by_type.rows} == dict(
         collections.Counter((a.type, a.severity) for a in alerts))
     assert len(joined.rows) == 10
+    nx = collections.Counter(d.srcaddr for d in dnss if d.rcode_name == "NXDOMAIN")
+    assert {r[0]: r[1] for r in nxdomain.rows} == dict(nx) and nx
+    assert {(r[0], r[1]): (r[2], r[3]) for r in tls_names.rows} == {
+        (h, v): (sum(1 for t in tlss if (t.server_name, t.version) == (h, v)),
+                 sum(1 for t in tlss if (t.server_name, t.version) == (h, v) and not t.established))
+        for h, v in {(t.server_name, t.version) for t in tlss}}
+    assert {(r[0], r[1]): r[2] for r in ssh_clients.rows} == dict(
+        collections.Counter((s.dstaddr, s.client) for s in sshs))
