@@ -413,3 +413,23 @@ def test_query_flow_shortcut_lists_the_flows_dns_tls_ssh(tmp_path):
     assert ids(got["dns"], "dns_id") == [r.dns[0].dns_id]
     assert ids(got["tls"], "tls_id") == [r.tls[0].tls_id]
     assert got["ssh"].rows == []
+
+
+def test_report_counts_the_new_kinds(tmp_path):
+    import re
+
+    from stream_app.adapters.embedded import LocalOutputs
+    from stream_app.report import build
+    r = results(30)
+    out = LocalOutputs(tmp_path / "out")
+    out.write(r)
+    out.close()
+    page = build(tmp_path / "out", tmp_path / "report.html").read_text()
+    cards = dict(re.findall(r'data-metric="(\w+)" data-value="([^"]*)"', page))
+    assert int(cards["dns"]) == len(r.dns) and int(cards["tls"]) == len(r.tls)
+    assert int(cards["ssh"]) == len(r.ssh)
+    nx = sum(1 for d in r.dns if d.rcode_name == "NXDOMAIN")
+    unanswered = sum(1 for d in r.dns if d.rcode is None)
+    failed = sum(1 for t in r.tls if not t.established)
+    assert f"{len(r.dns):,} ({nx:,} / {unanswered:,})" in page
+    assert f"{len(r.tls):,} ({failed:,})" in page
