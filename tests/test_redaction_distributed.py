@@ -21,6 +21,7 @@ import msgspec
 import pyarrow.parquet as pq
 import redis
 
+from schemas.kinds import NAMES
 from schemas.records import HttpTransaction
 from stream_app.core.redact import REDACTED
 from tests.services.kafka_service import consume_all, create_topic
@@ -123,7 +124,9 @@ def test_no_secret_reaches_topics_redis_s3_or_logs(kafka_broker, redis_db, moto,
     found: dict[str, list[str]] = {}
     for kind, topic in results.items():
         msgs = consume_all(kafka_broker.bootstrap, topic, timeout=20)
-        assert msgs, kind
+        if kind in ("flows", "http", "alerts"):  # the capture is HTTP: every topic is read,
+            assert msgs, kind                    # these three must have records
+
         found[f"topic {kind}"] = leaks(b"\n".join((m.key or b"") + b" " + m.value
                                                   + b"".join(v for _, v in m.headers)
                                                   for m in msgs))
