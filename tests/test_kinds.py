@@ -435,3 +435,57 @@ def test_report_counts_the_new_kinds(tmp_path):
     failed = sum(1 for t in r.tls if not t.established)
     assert f"{len(r.dns):,} ({nx:,} / {unanswered:,})" in page
     assert f"{len(r.tls):,} ({failed:,})" in page
+
+
+def test_kinesis_direct_outputs_write_every_kind_to_s3_and_count_them(moto, monkeypatch):
+    """AwsOutputs: `mirrorscope kinesis-worker` without Kafka writes each kind's Parquet and
+    CloudWatch counts itself, durably at the checkpoint's flush."""
+    import datetime as dt
+
+    from stream_app.adapters.kinesis import ShardTP
+    from stream_app.runtime.aws_outputs import AwsOutputs
+    from stream_app.sinks.cloudwatch import CloudWatchSettings
+    from stream_app.sinks.parquet import decode_parquet
+    from stream_app.sinks.s3 import S3Settings
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, "testing")
+    bucket, ns = f"b-{uuid.uuid4().hex[:8]}", f"NS{uuid.uuid4().hex[:6]}"
+    s3 = client("s3", moto)
+    s3.create_bucket(Bucket=bucket)
+    out = AwsOutputs("stream", S3Settings(bucket=bucket, prefix="p/", endpoint_url=moto.url,
+                                          region="us-east-1"),
+                     CloudWatchSettings(namespace=ns, log_group=None, endpoint_url=moto.url,
+                                        region="us-east-1"))
+    shard = ShardTP("stream", "shardId-000000000001")
+    r = results(25)
+
+    async def go():
+        await out.publish(shard, r)
+        await out.flush(shard)
+    asyncio.run(go())
+    for kind in NAMES:
+        k = BY_NAME[kind]
+        rows = []
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"p/{kind}/").get("Contents", []):
+            rows += decode_parquet(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read(),
+                                   k.struct_type)
+        assert sorted(rows, key=k.id_of) == sorted(getattr(r, kind), key=k.id_of), kind
+    cw = client("cloudwatch", moto)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def total(name, dims=()):
+        res = cw.get_metric_statistics(
+            Namespace=ns, MetricName=name, Dimensions=[{"Name": a, "Value": b} for a, b in dims],
+            StartTime=now - dt.timedelta(hours=1), EndTime=now + dt.timedelta(hours=1),
+            Period=60, Statistics=["Sum"])
+        return sum(x["Sum"] for x in res["Datapoints"])
+    # (moto sums every series of a metric when no dimension is given: query by dimension)
+    by_rcode = {rc: total("DnsTransactions", [("Rcode", rc)])
+                for rc in ("NOERROR", "NXDOMAIN", "NoResponse")}
+    assert by_rcode == {"NOERROR": sum(1 for d in r.dns if d.rcode == 0),
+                        "NXDOMAIN": sum(1 for d in r.dns if d.rcode == 3),
+                        "NoResponse": sum(1 for d in r.dns if d.rcode is None)}
+    assert sum(by_rcode.values()) == 25
+    assert total("TlsHandshakes", [("Outcome", "failed")]) == 4
+    assert total("TlsHandshakes", [("Outcome", "established")]) == 21
+    assert total("SshSessions") == 12  # its only series
