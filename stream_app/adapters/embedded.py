@@ -17,7 +17,7 @@ from stream_app.core.detectors import DetectConfig
 from stream_app.core.flowtable import FlowConfig
 from stream_app.core.l7 import L7Config
 from stream_app.core.processor import EXPIRE_EVERY, CoreConfig, Processor, Results
-from schemas.kinds import KINDS, records_of
+from schemas.kinds import KINDS, NAMES
 from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary, RecordCounts
 from stream_app.sinks.localfiles import JsonlWriter
 
@@ -108,9 +108,12 @@ class LocalOutputs:
         self.counts = RecordCounts()
 
     def write(self, results: Results) -> None:
-        for kind, recs in records_of(results):
+        writers, counted = self._writers, self.counts.by_kind
+        for name in NAMES:
+            recs = getattr(results, name, None)
             if recs:
-                self._writers[kind.name].write(recs)
+                writers[name].write(recs)
+                counted[name] += len(recs)
         if results.flows:
             self.summary.add(results.flows)
         if results.http:
@@ -118,7 +121,6 @@ class LocalOutputs:
         alerts = getattr(results, "alerts", None)
         if alerts:
             self.alert_summary.add(alerts)
-        self.counts.add(results)
 
     def close(self) -> dict[str, str]:
         for w in self._writers.values():

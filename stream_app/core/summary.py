@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from schemas.kinds import NAMES
 from schemas.records import FlowRecord, HttpTransaction
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 47: "GRE", 50: "ESP"}
@@ -88,11 +89,10 @@ class RecordCounts:
     by_kind: Counter = field(default_factory=Counter)
 
     def add(self, results) -> None:
-        from schemas.kinds import records_of
-        for kind, recs in records_of(results):
+        for name in NAMES:
+            recs = getattr(results, name, None)
             if recs:
-                self.by_kind[kind.name] += len(recs)
+                self.by_kind[name] += len(recs)
 
     def as_dict(self) -> dict[str, int]:
-        from schemas.kinds import NAMES
         return {n: self.by_kind.get(n, 0) for n in NAMES}

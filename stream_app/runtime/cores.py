@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from schemas.kinds import records_of
+from schemas.kinds import ID_GETTERS
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig, Results
 from stream_app.runtime.messages import (
@@ -154,10 +154,10 @@ def encode_results(res: Results) -> list[tuple[str, bytes, bytes]]:
     duplicates can be dropped downstream."""
     enc = msgspec.msgpack.encode
     out = []
-    for kind, recs in records_of(res):
+    for name, id_of in ID_GETTERS:
+        recs = getattr(res, name)
         if recs:
-            name, id_field = kind.name, kind.id_field
-            out += [(name, getattr(r, id_field).encode(), enc(r)) for r in recs]
+            out += [(name, id_of(r).encode(), enc(r)) for r in recs]
     return out
 
 
