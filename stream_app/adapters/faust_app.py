@@ -1,5 +1,5 @@
 """``mirrorscope worker``: the Faust (faust-streaming) app that consumes the collectors' packet
-topic with the same core as embedded mode and publishes flow, HTTP and alert records.
+topic with the same core as embedded mode and publishes its records (every result kind of schemas/kinds.py).
 
 One consumer group; parallelism is the packet topic's partition count. Faust brings the
 consumer group, rebalancing and the agent; state lives in Redis through the runtime
