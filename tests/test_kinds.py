@@ -489,3 +489,20 @@ def test_kinesis_direct_outputs_write_every_kind_to_s3_and_count_them(moto, monk
     assert total("TlsHandshakes", [("Outcome", "failed")]) == 4
     assert total("TlsHandshakes", [("Outcome", "established")]) == 21
     assert total("SshSessions") == 12  # its only series
+
+
+def test_analyze_command_counts_every_file_it_writes(tmp_path):
+    """`mirrorscope analyze --json` on the sample (HTTP, DNS and ICMP): one file per kind, and
+    the summary's count of each kind is the number of lines in its file."""
+    from tests.conftest import SAMPLE
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "stream_app.cli", "analyze", str(SAMPLE),
+                          "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    j = json.loads(res.stdout)
+    lines = {k: len((out / f"{k}.jsonl").read_bytes().splitlines()) for k in NAMES}
+    assert j["records"] == lines
+    assert (j["dns_transactions"], j["tls_handshakes"], j["ssh_sessions"]) == (
+        lines["dns"], lines["tls"], lines["ssh"])
+    assert lines["flows"] == j["flows"] == 6 and lines["http"] == j["http_transactions"] == 5
+    assert set(j["outputs"]) == set(NAMES)
