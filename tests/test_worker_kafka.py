@@ -137,8 +137,13 @@ class Env:
         return w1, w2
 
     def replay(self, *paths, end_marker: bool) -> dict:
-        args = [MIRRORSCOPE, "collect", "--transport", "kafka", "--kafka-bootstrap",
-                self.bootstrap, "--kafka-topic", self.topic, "--log-level", "warning"]
+        # Payload on every port, as `analyze` reads it: the collector's default keeps it on
+        # the HTTP ports only, and DNS (UDP 53) is recognised by its content.
+        cfg = self.tmp / "collect-all-payload.yaml"
+        cfg.write_text("payload:\n  all_ports: true\n")
+        args = [MIRRORSCOPE, "collect", "--config", str(cfg), "--transport", "kafka",
+                "--kafka-bootstrap", self.bootstrap, "--kafka-topic", self.topic,
+                "--log-level", "warning"]
         for p in paths:
             args += ["--pcap", str(p)]
         if not end_marker:
