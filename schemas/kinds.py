@@ -1,7 +1,11 @@
 """The result kinds: one entry per record type the stream core makes, read by every place that
 lists them (embedded files, the worker's result topics and their CLI options, the sinks, the
-Athena DDL and views, query, tail, the live view). A new kind is one entry here (plus its
-Glue columns in terraform/modules/storage/tables.tf, which tests check against the Struct).
+Athena DDL and views, query, tail, the live view, the report). A new kind is one entry here
+and its list in processor.Results, plus what cannot import Python, each held to this list by
+a test: its Glue table and prefix in terraform/modules/storage (tables.tf, variables.tf;
+tests/test_athena_ddl.py), its topic in the Helm chart (values.yaml, values.schema.json,
+templates/configmap.yaml; tests/deploy/test_deploy_helm.py); then
+`python -m schemas.generate` and `python -m schemas.athena.generate`.
 
 Only the standard library and schemas.records at module level: the CLI imports this to build
 its options.

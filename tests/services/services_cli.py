@@ -29,6 +29,8 @@ from pathlib import Path
 import click
 
 SERVICES = ("kafka", "redis", "moto")
+# One per result kind (schemas/kinds.py; tests/test_services_cli.py checks the topics `up`
+# makes against it): written out, since only click and the standard library load here.
 RESULT_TOPICS = ("mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts",
                  "mirrorscope.dns", "mirrorscope.tls", "mirrorscope.ssh")
 STATE = "services.json"
