@@ -1,5 +1,5 @@
 """The terminal summary of an analysis (`mirrorscope analyze`, and `collect --embedded` when it
-stops): packets, flows, top talkers, HTTP and alerts, as rich tables. Shared by the command line
+stops): packets, flows, top talkers, HTTP, DNS/TLS/SSH counts and alerts, as rich tables. Shared by the command line
 and the live mode, so neither imports the other."""
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ DIRECT_CHECKPOINT_INTERVAL = 60.0
 @state_options
 @click.option("--out", "out_dir", envvar="MIRRORSCOPE_KINESIS_OUT", default=None,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Write results to DIR/flows.jsonl, http.jsonl, alerts.jsonl (appended, "
-                   "fsync'ed at each checkpoint).")
+              help="Write results to DIR/<kind>.jsonl (flows, http, alerts, dns, tls, ssh; "
+                   "appended, fsync'ed at each checkpoint).")
 @click.option("--kafka-bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default=None,
               help="...or publish them to the Kafka result topics (as `mirrorscope worker`).")
 @result_topic_options

@@ -285,7 +285,7 @@ def sink() -> None:
 def sink_s3(bootstrap, group, topics, health_port, metrics_port, idle_exit,
             log_level, bucket, prefix, kms_key_id, fmt, max_file_records, max_file_mb,
             max_file_seconds, late_seconds, data_dir, spool_max_mb, endpoint_url) -> None:
-    """Write flow, HTTP (and alert) records to S3 as Parquet, partitioned
+    """Write flow, HTTP, DNS, TLS, SSH and alert records to S3 as Parquet, partitioned
     <prefix><type>/dt=YYYY-MM-DD/hour=HH/, for the Athena tables in schemas/athena/."""
     from stream_app.sinks.s3 import S3Settings, S3Sink
 

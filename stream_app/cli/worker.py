@@ -160,7 +160,8 @@ def worker(bootstrap, group, packet_topic, topics, redis_url,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_ca, processes, session_timeout,
            log_level):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
-    many workers as the topic has partitions) and publish flow, HTTP, DNS, TLS, SSH and alert records.
+    many workers as the topic has partitions) and publish flow, HTTP, DNS, TLS, SSH and alert
+    records.
 
     Per-flow state lives in Redis, written with each partition's offset, so a worker may be
     killed at any moment and its successor neither loses a flow nor counts one twice."""
