@@ -34,9 +34,13 @@ def _resolved_hints(struct_type: type) -> dict[str, Any]:
 
 def logical_type(t: Any) -> tuple:
     """A small type tree shared by the Arrow and the Hive/Athena mappings:
-    ("int",) ("float",) ("str",) ("bool",) ("list", elem) ("map", key, value)."""
+    ("int",) ("float",) ("str",) ("bool",) ("list", elem) ("map", key, value)
+    ("struct", ((name, type), ...)) for a nested msgspec Struct (DNS answers, TLS
+    certificates: array<struct<...>> in Athena)."""
     t = _strip_optional(t)
     origin = typing.get_origin(t)
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return ("struct", tuple(struct_columns(t)))
     if t is bool:
         return ("bool",)
     if t is int:

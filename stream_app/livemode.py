@@ -76,13 +76,16 @@ class LiveAnalysis:
         drops = sum(st.drops.values())
         return (f"status: {st.received:,} frames, {st.decoded:,} decoded, {drops:,} dropped | "
                 f"{o.summary.flows:,} flows ended, {len(self.core.flows.flows):,} open | "
-                f"{o.http_summary.transactions:,} HTTP | {o.alert_summary.alerts:,} alerts")
+                f"{o.http_summary.transactions:,} HTTP | {o.counts.by_kind.get('dns', 0):,} DNS | "
+                f"{o.counts.by_kind.get('tls', 0):,} TLS | {o.counts.by_kind.get('ssh', 0):,} SSH | "
+                f"{o.alert_summary.alerts:,} alerts")
 
     def result(self):
         from stream_app.adapters.embedded import AnalyzeResult
         st = self.stats
         res = AnalyzeResult(files=[], flows=self.outputs.summary, http=self.outputs.http_summary,
-                            alerts=self.outputs.alert_summary, detect=self.cfg.detect)
+                            alerts=self.outputs.alert_summary, records=self.outputs.counts,
+                            detect=self.cfg.detect)
         res.frames = st.received
         res.decoded = st.decoded
         res.drops = +st.drops

@@ -1,7 +1,7 @@
 """`mirrorscope query`: SQL over the results with DuckDB.
 
 The tables are named as in schemas/athena (``mirrorscope.flows``, ``mirrorscope.http``,
-``mirrorscope.alerts``, each with the ``dt``/``hour`` partition columns), and the few Presto
+``mirrorscope.alerts``, ``.dns``, ``.tls``, ``.ssh``: schemas.kinds), each with the ``dt``/``hour`` partition columns), and the few Presto
 functions the queries of docs/athena.md use are defined as DuckDB macros, so an Athena query
 runs here unchanged. The data can be:
 
@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TABLES = ("flows", "http", "alerts")
-# The time each record is placed by in dt=/hour= (stream_app.sinks.batching's kinds).
-PLACED_BY = {"flows": '"end"', "http": "ts", "alerts": "ts"}
+from schemas.kinds import KINDS
+
+TABLES = tuple(k.table for k in KINDS)
+# The time each record is placed by in dt=/hour= (as the S3 sink places it).
+PLACED_BY = {k.table: '"' + k.time_field + '"' for k in KINDS}
 # Columns holding Unix seconds: shown as UTC date-times with --readable-times.
 TIME_COLUMNS = {"start", "end", "ts", "start_time", "end_time", "window_start", "window_end",
                 "first_seen", "last_seen"}
@@ -52,8 +54,7 @@ class Result:
 
 
 def _record_types() -> dict[str, type]:
-    from schemas.records import Alert, FlowRecord, HttpTransaction
-    return {"flows": FlowRecord, "http": HttpTransaction, "alerts": Alert}
+    return {k.table: k.struct_type for k in KINDS}
 
 
 def _duck_type(lt: tuple) -> str:
@@ -62,6 +63,8 @@ def _duck_type(lt: tuple) -> str:
         return _duck_type(lt[1]) + "[]"
     if kind == "map":
         return f"MAP({_duck_type(lt[1])}, {_duck_type(lt[2])})"
+    if kind == "struct":
+        return "STRUCT(" + ", ".join(f"{_q(n)} {_duck_type(t)}" for n, t in lt[1]) + ")"
     return {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN"}[kind]
 
 
@@ -270,7 +273,12 @@ def shortcut(words: list[str], limit: int = 20) -> list[tuple[str, str]] | None:
                                      WHERE flow_id = {fid} OR community_id = {fid})
                OR h.community_id = {fid}
             ORDER BY h.ts, h.trans_depth"""),
-        ]
+        ] + [(t, f"""
+            SELECT x.* EXCLUDE (dt, hour) FROM mirrorscope.{t} AS x
+            WHERE x.community_id IN (SELECT community_id FROM mirrorscope.flows
+                                     WHERE flow_id = {fid} OR community_id = {fid})
+               OR x.community_id = {fid}
+            ORDER BY x.ts""") for t in ("dns", "tls", "ssh")]
     return None
 
 

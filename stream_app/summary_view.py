@@ -1,5 +1,5 @@
 """The terminal summary of an analysis (`mirrorscope analyze`, and `collect --embedded` when it
-stops): packets, flows, top talkers, HTTP and alerts, as rich tables. Shared by the command line
+stops): packets, flows, top talkers, HTTP, DNS/TLS/SSH counts and alerts, as rich tables. Shared by the command line
 and the live mode, so neither imports the other."""
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def print_summary(res, out=None) -> None:
         out.print(t)
         if hs.hosts:
             out.print("Top hosts: " + ", ".join(f"{h} ({n:,})" for h, n in hs.hosts.most_common(5)))
+    rc = getattr(res, "records", None)
+    if rc is not None:
+        named = [(label, rc.by_kind.get(k, 0)) for k, label in
+                 (("dns", "DNS transactions"), ("tls", "TLS handshakes"), ("ssh", "SSH sessions"))]
+        if any(n for _, n in named):
+            out.print(", ".join(f"[bold]{label}[/bold]: {n:,}" for label, n in named))
     al = res.alerts
     if al.alerts:
         out.print(f"[bold red]Alerts[/bold red]: {al.alerts:,} ("

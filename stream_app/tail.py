@@ -1,5 +1,5 @@
 """`mirrorscope tail TOPIC`: watch a result topic of the distributed mode (mirrorscope.flows,
-.http, .alerts: one msgpack map per record, as the worker publishes them) as JSON lines or one
+.http, .alerts, .dns, .tls, .ssh: one msgpack map per record, as the worker publishes them) as JSON lines or one
 readable line per record.
 
 It reads with kafka-python without a consumer group (every partition assigned, no offsets
@@ -18,7 +18,9 @@ import click
 
 log = logging.getLogger("mirrorscope.tail")
 
-ALIASES = {"flows": "mirrorscope.flows", "http": "mirrorscope.http", "alerts": "mirrorscope.alerts"}
+from schemas.kinds import KINDS  # noqa: E402
+
+ALIASES = {k.name: k.topic for k in KINDS}
 TIME_KEYS = {"start", "end", "ts", "start_time", "end_time", "window_start", "window_end"}
 
 
@@ -33,7 +35,7 @@ def _bytes(n: int) -> str:
 
 
 def line(rec: dict) -> str:
-    """One human line for a flow, HTTP transaction or alert record."""
+    """One human line for a flow, HTTP, DNS, TLS, SSH or alert record."""
     from stream_app.core.summary import proto_name
     if "flow_id" in rec:
         start = rec.get("start_time") or rec.get("start")
@@ -47,6 +49,31 @@ def line(rec: dict) -> str:
                 f"{rec.get('method') or '-'} {rec.get('host') or ''}{rec.get('uri') or ''} "
                 f"{rec.get('status_code') or '-'}"
                 + (f" {lat * 1000:.1f} ms" if lat is not None else "")
+                + (f" [{','.join(rec['tags'])}]" if rec.get("tags") else ""))
+    if "dns_id" in rec:
+        rtt = rec.get("rtt")
+        answers = rec.get("answers") or []
+        return (f"{_t(rec['ts'])} dns {rec['srcaddr']} -> {rec['dstaddr']}:{rec['dstport']} "
+                f"{rec.get('transport', '')} {rec.get('qtype_name') or rec.get('qtype') or '-'} "
+                f"{rec.get('query') or '-'} {rec.get('rcode_name') or '-'}"
+                + (f" {len(answers)} answer(s): " + ", ".join(str(a.get("data")) for a in answers[:3])
+                   if answers else "")
+                + (f" {rtt * 1000:.1f} ms" if rtt is not None else "")
+                + (f" [{','.join(rec['tags'])}]" if rec.get("tags") else ""))
+    if "tls_id" in rec:
+        chain = rec.get("cert_chain") or []
+        return (f"{_t(rec['ts'])} tls {rec['srcaddr']} -> {rec['dstaddr']}:{rec['dstport']} "
+                f"{rec.get('version') or '-'} {rec.get('server_name') or '-'} "
+                f"{rec.get('cipher') or '-'}"
+                + (f" alpn={rec['alpn']}" if rec.get("alpn") else "")
+                + (f" cert={chain[0].get('subject')}" if chain else "")
+                + (" resumed" if rec.get("resumed") else "")
+                + ("" if rec.get("established") else " not-established")
+                + (f" [{','.join(rec['tags'])}]" if rec.get("tags") else ""))
+    if "ssh_id" in rec:
+        return (f"{_t(rec['ts'])} ssh {rec['srcaddr']} -> {rec['dstaddr']}:{rec['dstport']} "
+                f"{rec.get('client') or '-'} / {rec.get('server') or '-'}"
+                + (f" hassh={rec['hassh']}" if rec.get("hassh") else "")
                 + (f" [{','.join(rec['tags'])}]" if rec.get("tags") else ""))
     if "alert_id" in rec:
         return (f"{_t(rec['ts'])} ALERT {rec['severity']} {rec['type']} "
@@ -149,8 +176,8 @@ class Tail:
 @click.option("--max", "max_records", type=int, help="Stop after this many records.")
 @click.option("--idle-exit", type=float, help="Stop after this many seconds without a record.")
 def tail(topics, bootstrap, from_beginning, fmt, times, max_records, idle_exit) -> None:
-    """Print the records of result TOPICS as they arrive (`flows`, `http`, `alerts` stand for
-    mirrorscope.flows, .http, .alerts). Reads every partition without a consumer group: it
+    """Print the records of result TOPICS as they arrive (`flows`, `http`, `alerts`, `dns`,
+    `tls`, `ssh` stand for mirrorscope.flows, .http ...). Reads every partition without a consumer group: it
     commits nothing and does not take partitions from the sinks."""
     import orjson
     names = [ALIASES.get(t, t) for t in topics]

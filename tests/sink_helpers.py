@@ -7,7 +7,8 @@ import os
 import signal
 
 
-from schemas.records import Alert, FlowRecord, HttpTransaction
+from schemas.records import (Alert, DnsAnswer, DnsTransaction, FlowRecord, HttpTransaction, SshSession,
+                             TlsCertificate, TlsHandshake)
 
 from tests.services.kafka_service import free_port  # noqa: F401  (re-exported for the tests)
 from tests.services.moto_service import CREDENTIALS, MotoServer  # noqa: F401  (re-exported)
@@ -85,3 +86,59 @@ def make_alert(i: int, ts: float | None = None, type_: str = "port_scan",
                      source=f"10.0.0.{i % 200}", targets=["10.1.0.1", "10.1.0.2"][: 1 + i % 2],
                      vni=None if i % 2 else 7, interface_id=None, window_start=t - 60,
                      window_end=t, evidence={"ports": 100 + i, "hosts": 1}, summary=f"scan #{i}")
+
+
+def make_dns(i: int, ts: float | None = None, answered: bool = True) -> DnsTransaction:
+    """A resolver's answer (A with a CNAME first, every third one NXDOMAIN), or an unanswered
+    query; names may carry exfiltration-style labels, which nothing redacts."""
+    name = f"svc{i % 5}.internal.example." if i % 4 else f"dGVzdC1{i:04x}.tunnel.example."
+    nx = i % 3 == 0
+    answers = [] if (nx or not answered) else [
+        DnsAnswer(name=name, type="CNAME", ttl=300, data=f"lb{i % 2}.example."),
+        DnsAnswer(name=f"lb{i % 2}.example.", type="A", ttl=60, data=f"192.0.2.{i % 250 + 1}")]
+    return DnsTransaction(
+        dns_id=f"dns-{i:08d}", ts=ts if ts is not None else T0 + i + 0.125,
+        community_id=f"1:d{i}", vni=None if i % 4 == 0 else 42, srcaddr=f"10.0.1.{i % 200 + 1}",
+        srcport=30000 + i % 30000, dstaddr="10.0.0.2", dstport=53,
+        transport="tcp" if i % 7 == 0 else "udp", trans_id=(i * 7919) & 0xFFFF, query=name,
+        qclass=1, qtype=1, qtype_name="A", rcode=(3 if nx else 0) if answered else None,
+        rcode_name=("NXDOMAIN" if nx else "NOERROR") if answered else None,
+        authoritative=False, truncated=False, recursion_desired=True,
+        recursion_available=answered, answers=answers, rtt=0.0021 * (1 + i % 4) if answered else None,
+        tags=[] if answered else ["unanswered"], flow_direction="egress" if i % 2 else None)
+
+
+def make_tls(i: int, ts: float | None = None, established: bool = True) -> TlsHandshake:
+    """A TLS 1.2 handshake with a two-certificate chain (every other one TLS 1.3: no chain
+    on the wire), or one that failed with an alert."""
+    tls13 = i % 2 == 1
+    host = f"api{i % 3}.example.com"
+    chain = [] if tls13 else [
+        TlsCertificate(subject=f"CN={host}", issuer="CN=Example CA,O=Example", serial=f"{i:x}",
+                       not_before=T0 - 86400 * 30, not_after=T0 + 86400 * 60,
+                       sans=[host, f"*.{host}"], sha256=f"{i:064x}", self_signed=False),
+        TlsCertificate(subject="CN=Example CA,O=Example", issuer="CN=Example CA,O=Example",
+                       serial="1", not_before=T0 - 86400 * 900, not_after=T0 + 86400 * 900,
+                       sans=[], sha256="ab" * 32, self_signed=True)]
+    return TlsHandshake(
+        tls_id=f"tls-{i:08d}", ts=ts if ts is not None else T0 + i + 0.5, community_id=f"1:t{i}",
+        vni=42, srcaddr=f"10.0.2.{i % 200 + 1}", srcport=41000 + i % 20000, dstaddr="10.0.0.3",
+        dstport=443, version="TLSv1.3" if tls13 else "TLSv1.2",
+        cipher="TLS_AES_128_GCM_SHA256" if tls13 else "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        server_name=host, alpn_offered=["h2", "http/1.1"], alpn="h2" if established else None,
+        ja4="t13d1516h2_8daaf6152771_02713d6af862", ja4s="t130200_1301_234ea6891581",
+        resumed=i % 5 == 4, established=established,
+        alert=None if established else "handshake_failure", cert_chain=chain,
+        tags=[] if established else ["failed"], flow_direction=None)
+
+
+def make_ssh(i: int, ts: float | None = None) -> SshSession:
+    return SshSession(
+        ssh_id=f"ssh-{i:08d}", ts=ts if ts is not None else T0 + i + 0.75, community_id=f"1:s{i}",
+        vni=None, srcaddr=f"10.0.3.{i % 200 + 1}", srcport=52000 + i % 10000, dstaddr="10.0.0.4",
+        dstport=22, client="SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13",
+        server="SSH-2.0-OpenSSH_8.9p1" if i % 2 else "SSH-2.0-dropbear_2022.83",
+        hassh="ec7378c1a92f5a8dde7e8b7a1ddf33d1", hassh_server="b12d2871a1189eff20364cf5333619ee",
+        kex_alg="curve25519-sha256", host_key_alg="ssh-ed25519",
+        cipher_alg="chacha20-poly1305@openssh.com", mac_alg=None, compression_alg="none",
+        tags=[], flow_direction=None)

@@ -14,6 +14,9 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 
 from schemas.athena import generate
+from schemas.kinds import KINDS
+
+TABLES = [k.table for k in KINDS]
 
 ROOT = Path(__file__).resolve().parents[1]
 DDL = ROOT / "schemas" / "athena"
@@ -26,7 +29,7 @@ packets bytes start end action log_status vpc_id subnet_id instance_id tcp_flags
 pkt_dstaddr region az_id sublocation_type sublocation_id pkt_src_aws_service pkt_dst_aws_service
 flow_direction traffic_path""".split()
 
-JSON_FOR = {"flows": "flow_record.json", "http": "http_transaction.json"}
+JSON_FOR = {k.table: f"{k.schema}.json" for k in KINDS}
 
 
 def parse(path: Path, dialect: str = "athena") -> exp.Create:
@@ -40,24 +43,39 @@ def ddl_columns(stmt: exp.Create) -> list[tuple[str, str]]:
             for c in stmt.this.expressions if isinstance(c, exp.ColumnDef)]
 
 
-def json_hive_type(s: dict) -> str:
+def json_hive_type(s: dict, defs: dict) -> str:
     if "anyOf" in s:
         [s] = [x for x in s["anyOf"] if x.get("type") != "null"]
+    if "$ref" in s:  # a nested Struct (DNS answers, TLS certificates): a Hive struct
+        d = defs[s["$ref"].rsplit("/", 1)[1]]
+        # JSON Schema lists properties by name: compared with sorted_structs(DDL type)
+        return "struct<" + ",".join(f"{k}:{json_hive_type(v, defs)}"
+                                    for k, v in sorted(d["properties"].items())) + ">"
     if "enum" in s:
         return "string"
     t = s["type"]
     if t == "array":
-        return f"array<{json_hive_type(s['items'])}>"
+        return f"array<{json_hive_type(s['items'], defs)}>"
     if t == "object":
-        return f"map<string,{json_hive_type(s['additionalProperties'])}>"
+        return f"map<string,{json_hive_type(s['additionalProperties'], defs)}>"
     return {"integer": "bigint", "number": "double", "string": "string", "boolean": "boolean"}[t]
+
+
+def sorted_structs(hive: str) -> str:
+    """A Hive type with each struct's members sorted by name (JSON Schema's order)."""
+    import sqlglot.expressions as e
+    node = sqlglot.parse_one(f"CAST(x AS {hive})", read="hive").to
+    for dt in node.find_all(e.DataType):
+        if dt.this == e.DataType.Type.STRUCT:
+            dt.set("expressions", sorted(dt.expressions, key=lambda c: c.name))
+    return node.sql(dialect="hive").lower().replace(" ", "")
 
 
 def json_columns(name: str) -> dict[str, str]:
     doc = json.loads((JSON / name).read_text())
     ref = doc["$ref"].rsplit("/", 1)[1]
     props = doc["$defs"][ref]["properties"]
-    return {k: json_hive_type(v) for k, v in props.items()}
+    return {k: json_hive_type(v, doc["$defs"]) for k, v in props.items()}
 
 
 def tf_columns() -> dict[str, list[tuple[str, str]]]:
@@ -65,16 +83,19 @@ def tf_columns() -> dict[str, list[tuple[str, str]]]:
     loc = hcl2.load(TABLES_TF.open())["locals"][0]
     unq = lambda s: s.strip('"')  # noqa: E731
     return {t: [(unq(c["name"]), unq(c["type"]).replace(" ", "")) for c in loc[key]]
-            for t, key in (("flows", "flow_columns"), ("http", "http_columns"), ("alerts", "alert_columns"))}
+            for t, key in (("flows", "flow_columns"), ("http", "http_columns"),
+                           ("alerts", "alert_columns"), ("dns", "dns_columns"),
+                           ("tls", "tls_columns"), ("ssh", "ssh_columns"))}
 
 
 def test_generated_files_are_current():
     assert generate.main(["--check"]) == 0, "run python -m schemas.athena.generate"
-    assert {p.stem for p in DDL.glob("*.sql")} == {"flows", "http", "alerts"}
+    assert {p.stem for p in DDL.glob("*.sql")} == set(TABLES)
+    assert {p.stem for p in (DDL / "views").glob("*.sql")} == {f"{t}_unique" for t in TABLES}
 
 
 @pytest.mark.parametrize("dialect", ["athena", "hive"])
-@pytest.mark.parametrize("table", ["flows", "http", "alerts"])
+@pytest.mark.parametrize("table", TABLES)
 def test_ddl_parses_with_partitions_and_projection(table, dialect):
     stmt = parse(DDL / f"{table}.sql", dialect)
     assert stmt.this.this.name == table
@@ -85,16 +106,24 @@ def test_ddl_parses_with_partitions_and_projection(table, dialect):
     assert f"${{PREFIX}}{table}/dt=${{dt}}/hour=${{hour}}/'" in props
 
 
-@pytest.mark.parametrize("table", ["flows", "http"])
+@pytest.mark.parametrize("table", TABLES)
 def test_columns_match_the_json_schemas(table):
     cols = ddl_columns(parse(DDL / f"{table}.sql"))
-    assert dict(cols) == json_columns(JSON_FOR[table])
+    assert {n: sorted_structs(t) for n, t in cols} == {
+        n: sorted_structs(t) for n, t in json_columns(JSON_FOR[table]).items()}
     assert len(cols) == len(dict(cols))
 
 
-@pytest.mark.parametrize("table", ["flows", "http", "alerts"])
+@pytest.mark.parametrize("table", TABLES)
 def test_columns_match_terraform_glue_tables(table):
     assert ddl_columns(parse(DDL / f"{table}.sql")) == tf_columns()[table]
+
+
+def test_every_table_in_terraform_is_a_result_kind():
+    """A kind added to schemas/kinds.py needs its Glue table; one removed leaves none behind."""
+    import hcl2
+    loc = hcl2.load(TABLES_TF.open())["locals"][0]
+    assert set(loc["tables"]) == set(TABLES)
 
 
 def test_flow_table_keeps_every_vpc_flow_logs_v5_column():
@@ -163,7 +192,7 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
                               "http": rows(https, HttpTransaction, http_kind().ts_of),
                               "alerts": rows(alerts, Alert, lambda a: a.ts)}}
     results = []
-    for q in docs_queries():
+    for q in [q for q in docs_queries() if not NEW_KINDS_QUERY.search(q)]:
         q = q.replace("approx_percentile(latency, 0.95)", "max(latency)")
         results.append(execute(q, dialect="athena", tables=tables))
     top, health, unanswered, http5xx, by_type, joined, vpc = results
@@ -191,3 +220,46 @@ def test_docs_queries_run_over_the_sinks_parquet_files():
     assert {(r[0], r[1]): r[2] for r in by_type.rows} == dict(
         collections.Counter((a.type, a.severity) for a in alerts))
     assert len(joined.rows) == 10
+
+
+# docs/athena.md's queries over the DNS, TLS and SSH tables (run by the test below)
+NEW_KINDS_QUERY = re.compile(r"FROM mirrorscope\.(dns|tls|ssh)\b")
+
+
+def test_docs_dns_tls_ssh_queries_run_over_the_sinks_parquet_files():
+    """The example queries over the new tables, executed by sqlglot's Python engine over
+    records that went through the S3 sink's Parquet encoding (nested answers and certificate
+    chains included), give the answers the records imply."""
+    import collections
+
+    import msgspec
+    from sqlglot.executor import execute
+
+    from schemas.records import DnsTransaction, SshSession, TlsHandshake
+    from stream_app.sinks.batching import partition_of
+    from stream_app.sinks.parquet import decode, encode
+    from tests.sink_helpers import make_dns, make_ssh, make_tls
+
+    dnss = [make_dns(i, answered=i % 5 != 4) for i in range(50)]
+    tlss = [make_tls(i, established=i % 6 != 5) for i in range(40)]
+    sshs = [make_ssh(i) for i in range(15)]
+
+    def rows(recs, typ):
+        back = decode(encode(recs, typ, "parquet"), typ, "parquet")
+        assert back == recs
+        return [{**msgspec.to_builtins(r), **dict(zip(("dt", "hour"), partition_of(r.ts)))}
+                for r in back]
+    tables = {"mirrorscope": {"dns": rows(dnss, DnsTransaction), "tls": rows(tlss, TlsHandshake),
+                              "ssh": rows(sshs, SshSession)}}
+    queries = [q for q in docs_queries() if NEW_KINDS_QUERY.search(q)]
+    assert len(queries) == 3
+    nxdomain, tls_names, ssh_clients = [execute(q, dialect="athena", tables=tables)
+                                        for q in queries]
+    nx = collections.Counter(d.srcaddr for d in dnss if d.rcode_name == "NXDOMAIN")
+    assert {r[0]: r[1] for r in nxdomain.rows} == dict(nx) and nx
+    assert {(r[0], r[1]): (r[2], r[3]) for r in tls_names.rows} == {
+        (h, v): (sum(1 for t in tlss if (t.server_name, t.version) == (h, v)),
+                 sum(1 for t in tlss if (t.server_name, t.version) == (h, v) and not t.established))
+        for h, v in {(t.server_name, t.version) for t in tlss}}
+    assert {(r[0], r[1]): r[2] for r in ssh_clients.rows} == dict(
+        collections.Counter((s.dstaddr, s.client) for s in sshs))

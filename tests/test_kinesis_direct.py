@@ -23,7 +23,7 @@ import msgspec
 import pytest
 import redis
 
-from schemas.records import Alert, FlowRecord, HttpTransaction
+from schemas.kinds import BY_NAME, NAMES
 from stream_app.sinks.parquet import decode_parquet
 from stream_app.state.partition import Meta
 from stream_app.state.store import keys
@@ -31,7 +31,7 @@ from tests.sink_helpers import Moto, client
 from tests.test_kinesis_worker import (  # noqa: F401  (fixtures)
     ID, LEASE_MS, Env, KinesisWorker, capture, owns, wait_for)
 
-TYPES = {"flows": FlowRecord, "http": HttpTransaction, "alerts": Alert}
+TYPES = {k: BY_NAME[k].struct_type for k in NAMES}
 LOG_GROUP = "/mirrorscope/alerts-test"
 
 
@@ -164,8 +164,8 @@ def test_records_land_in_s3_and_cloudwatch_as_analyze_makes_them(env, capture): 
     w.wait_ready()
     wait_for(lambda: owns(w, 4), "all 4 shards", env)
     env.replay(*parts, end_marker=True)
-    got = env.wait_rows(ref, ("flows", "http", "alerts"))
-    assert_equal(got, ref, ("flows", "http", "alerts"))
+    got = env.wait_rows(ref, NAMES)
+    assert_equal(got, ref, NAMES)
     # The sink's layout: <prefix><table>/dt=/hour=/<stream>-<shard>-<µs>-<id hash>.parquet
     keys_ = [k for k, _ in env.rows("flows")]
     shard_nums = {k.rsplit("/", 1)[1].split("-")[-3] for k in keys_}

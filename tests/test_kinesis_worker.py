@@ -33,6 +33,7 @@ import boto3
 import msgspec
 import pytest
 
+from schemas.kinds import BY_NAME, NAMES
 from tests.services.kafka_service import free_port
 from tests.services.moto_service import CREDENTIALS
 from tests.services.collector_proc import MIRRORSCOPE
@@ -42,8 +43,8 @@ from tests.test_worker_kafka import SCANNER, capture  # noqa: F401  (the module'
 from tests.waiting import wait_until, wait_until_async
 
 LEASE_MS = 3000
-KINDS = ("flows", "http", "alerts")
-ID = {"flows": "flow_id", "http": "http_id", "alerts": "alert_id"}
+KINDS = NAMES
+ID = {k: BY_NAME[k].id_field for k in KINDS}
 
 
 class KinesisWorker(Worker):
@@ -347,20 +348,18 @@ def test_redis_restart_while_workers_run(env, capture, redis_server):  # noqa: F
 def test_results_to_kafka_topics(env, capture, kafka_broker):  # noqa: F811
     """--kafka-bootstrap: the records go to the result topics as `mirrorscope worker` sends
     them (key = id, value = msgpack), and equal analyze's."""
-    from schemas.records import Alert, FlowRecord, HttpTransaction
     from tests.services.kafka_service import consume_all, create_topic
     parts, ref = capture
     topics = {k: f"{k}-{env.stream}" for k in KINDS}
     for t in topics.values():
         create_topic(kafka_broker.bootstrap, t, 2)
     w = env.worker("w1", "--kafka-bootstrap", kafka_broker.bootstrap,
-                   "--topic-flows", topics["flows"], "--topic-http", topics["http"],
-                   "--topic-alerts", topics["alerts"])
+                   *[a for k in KINDS for a in (f"--topic-{k}", topics[k])])
     w.wait_ready()
     wait_for(lambda: owns(w, 4), "all 4 shards", env)
     env.replay(*parts, end_marker=True)
     env.wait_checkpointed()  # a snapshot comes after its records are acknowledged
-    types = {"flows": FlowRecord, "http": HttpTransaction, "alerts": Alert}
+    types = {k: BY_NAME[k].struct_type for k in KINDS}
     for kind in KINDS:
         dec = msgspec.msgpack.Decoder(types[kind])
         got = {}

@@ -19,12 +19,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from schemas.kinds import KINDS
 from tests.services.kafka_service import jars_present, port_open
 from tests.services.redis_service import redis_server_exe
 from tests.waiting import wait_until
 
 MIRRORSCOPE = str(Path(sys.executable).parent / "mirrorscope")
-TOPICS = {"mirrorscope.packets", "mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts"}
+TOPICS = {"mirrorscope.packets", *(k.topic for k in KINDS)}
 
 needs_all = pytest.mark.skipif(
     shutil.which("java") is None or not jars_present() or redis_server_exe() is None,

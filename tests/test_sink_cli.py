@@ -49,7 +49,8 @@ def test_s3_settings_precedence(captured, tmp_path, monkeypatch):
     assert (s.bucket, s.prefix, s.kms_key_id) == ("from-env", "flag/", "alias/cfg")
     assert s.bounds.max_records == 123
     assert captured["group"] == "mirrorscope-sink-s3"
-    assert captured["topics"] == ["t.flows", "mirrorscope.http", "mirrorscope.alerts"]
+    assert captured["topics"] == ["t.flows", "mirrorscope.http", "mirrorscope.alerts",
+                                  "mirrorscope.dns", "mirrorscope.tls", "mirrorscope.ssh"]
 
 
 def test_cloudwatch_defaults_match_terraform_and_helm(captured):

@@ -24,7 +24,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from schemas.records import Alert, FlowRecord, HttpTransaction
+from schemas.kinds import KINDS
+from schemas.records import Alert
 
 OUT_DIR = Path(__file__).resolve().parent
 PROJECTION_START = "2026-01-01"  # terraform/modules/storage: var.projection_start_date
@@ -35,11 +36,9 @@ def alert_type() -> type:
 
 
 def tables() -> dict[str, tuple[type, str]]:
-    return {
-        "flows": (FlowRecord, "MirrorScope flow records (VPC Flow Logs v5 fields + vni, community_id, Zeek conn fields)"),
-        "http": (HttpTransaction, "MirrorScope HTTP/1.x transactions"),
-        "alerts": (alert_type(), "MirrorScope alerts"),
-    }
+    """table -> (record type, comment): one per result kind (schemas.kinds)."""
+    return {k.table: (alert_type() if k.name == "alerts" else k.struct_type, k.description)
+            for k in KINDS}
 
 
 def hive_type(lt: tuple) -> str:
@@ -56,6 +55,8 @@ def hive_type(lt: tuple) -> str:
         return f"array<{hive_type(lt[1])}>"
     if kind == "map":
         return f"map<{hive_type(lt[1])},{hive_type(lt[2])}>"
+    if kind == "struct":
+        return "struct<" + ",".join(f"{n}:{hive_type(t)}" for n, t in lt[1]) + ">"
     raise TypeError(repr(lt))
 
 
@@ -99,7 +100,7 @@ def render(table: str, struct_type: type, comment: str, database: str = "mirrors
     )
 
 
-ID_COLUMNS = {"flows": "flow_id", "http": "http_id", "alerts": "alert_id"}
+ID_COLUMNS = {k.table: k.id_field for k in KINDS}
 VIEW_DIR = OUT_DIR / "views"
 
 

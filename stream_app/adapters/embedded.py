@@ -17,7 +17,8 @@ from stream_app.core.detectors import DetectConfig
 from stream_app.core.flowtable import FlowConfig
 from stream_app.core.l7 import L7Config
 from stream_app.core.processor import EXPIRE_EVERY, CoreConfig, Processor, Results
-from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary
+from schemas.kinds import KINDS, NAMES
+from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary, RecordCounts
 from stream_app.sinks.localfiles import JsonlWriter
 
 @dataclass
@@ -30,6 +31,8 @@ class AnalyzeResult:
     flows: FlowSummary = field(default_factory=FlowSummary)
     http: HttpSummary = field(default_factory=HttpSummary)
     alerts: AlertSummary = field(default_factory=AlertSummary)
+    records: RecordCounts = field(default_factory=RecordCounts)
+    """Records written per kind (dns, tls, ssh ... as well as the three above)."""
     detect: bool = True
     outputs: dict[str, str] = field(default_factory=dict)
     core: dict = field(default_factory=dict)
@@ -56,6 +59,10 @@ class AnalyzeResult:
             "alerts": self.alerts.alerts,
             "alerts_by_type": dict(self.alerts.by_type),
             "alert_list": self.alerts.listing(),
+            "dns_transactions": self.records.by_kind.get("dns", 0),
+            "tls_handshakes": self.records.by_kind.get("tls", 0),
+            "ssh_sessions": self.records.by_kind.get("ssh", 0),
+            "records": self.records.as_dict(),
             "core": self.core,
             "outputs": self.outputs,
         }
@@ -84,40 +91,41 @@ def payload_policy(l7: L7Config | None) -> PayloadPolicy:
 
 
 class LocalOutputs:
-    """Writes the core's results to a folder (flows.jsonl, http.jsonl, alerts.jsonl) and keeps
-    the summary's aggregates. Used by `analyze` and by a collector running in embedded mode."""
+    """Writes the core's results to a folder, one <kind>.jsonl per result kind
+    (schemas.kinds: flows, http, alerts, dns, tls, ssh), and keeps the summary's aggregates.
+    Used by `analyze` and by a collector running in embedded mode."""
 
     def __init__(self, out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
-        self.flows_path = out_dir / "flows.jsonl"
-        self.http_path = out_dir / "http.jsonl"
-        self._flows = JsonlWriter(self.flows_path)
-        self.alerts_path = out_dir / "alerts.jsonl"
-        self._http = JsonlWriter(self.http_path)
-        self._alerts = JsonlWriter(self.alerts_path)
+        self.paths = {k.name: out_dir / f"{k.name}.jsonl" for k in KINDS}
+        self._writers = {name: JsonlWriter(path) for name, path in self.paths.items()}
+        self.flows_path, self.http_path = self.paths["flows"], self.paths["http"]
+        self.alerts_path = self.paths["alerts"]
         self.summary = FlowSummary()
         self.http_summary = HttpSummary()
         self.alert_summary = AlertSummary()
+        self.counts = RecordCounts()
 
     def write(self, results: Results) -> None:
+        writers, counted = self._writers, self.counts.by_kind
+        for name in NAMES:
+            recs = getattr(results, name, None)
+            if recs:
+                writers[name].write(recs)
+                counted[name] += len(recs)
         if results.flows:
-            self._flows.write(results.flows)
             self.summary.add(results.flows)
         if results.http:
-            self._http.write(results.http)
             self.http_summary.add(results.http)
         alerts = getattr(results, "alerts", None)
         if alerts:
-            self._alerts.write(alerts)
             self.alert_summary.add(alerts)
 
     def close(self) -> dict[str, str]:
-        self._flows.close()
-        self._http.close()
-        self._alerts.close()
-        return {"flows": str(self.flows_path), "http": str(self.http_path),
-                "alerts": str(self.alerts_path)}
+        for w in self._writers.values():
+            w.close()
+        return {name: str(path) for name, path in self.paths.items()}
 
 
 def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | None = None,
@@ -126,7 +134,7 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
             l7: L7Config | None = L7Config(), extra_outputs: list | None = None,
             detect: DetectConfig | None = DetectConfig()) -> AnalyzeResult:
     """Analyze the captures in order as one stream of packets (give rotated captures in time
-    order) and write out_dir/flows.jsonl, out_dir/http.jsonl and out_dir/summary.json.
+    order) and write out_dir/<kind>.jsonl (flows, http, alerts, dns, tls, ssh) and out_dir/summary.json.
     With ``l7=None`` only flow records are made (and no payload is kept); ``extra_outputs``
     (stream_app.sinks.tee.aws_outputs) also deliver the records to S3 and CloudWatch.
 
@@ -141,6 +149,7 @@ def analyze(paths: list[str | Path], out_dir: Path, flow_config: FlowConfig | No
         outputs = TeeOutputs(outputs, *extra_outputs)
     res = AnalyzeResult(files=[str(p) for p in paths], flows=outputs.summary,
                         http=outputs.http_summary, alerts=outputs.alert_summary,
+                        records=outputs.counts,
                         detect=detect is not None)
     try:
         for reader in readers:

@@ -1,5 +1,5 @@
 """``mirrorscope worker``: the Faust (faust-streaming) app that consumes the collectors' packet
-topic with the same core as embedded mode and publishes flow, HTTP and alert records.
+topic with the same core as embedded mode and publishes its records (every result kind of schemas/kinds.py).
 
 One consumer group; parallelism is the packet topic's partition count. Faust brings the
 consumer group, rebalancing and the agent; state lives in Redis through the runtime
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collectors.kafka_auth import KafkaSecurity
+from schemas.kinds import KINDS
 from stream_app.adapters.kafka_results import ResultProducer
 from stream_app.runtime.runtime import PublishFailed, Runtime
 
@@ -30,8 +31,7 @@ class WorkerSettings:
     bootstrap: str = "localhost:9092"
     group: str = "mirrorscope-worker"
     packet_topic: str = "mirrorscope.packets"
-    topics: dict = field(default_factory=lambda: {
-        "flows": "mirrorscope.flows", "http": "mirrorscope.http", "alerts": "mirrorscope.alerts"})
+    topics: dict = field(default_factory=lambda: {k.name: k.topic for k in KINDS})
     datadir: str = "/tmp/mirrorscope-worker"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     timer_interval: float = 0.5

@@ -1,4 +1,4 @@
-"""The Kafka worker's result producer: flow, HTTP and alert records to the result topics.
+"""The Kafka worker's result producer: one result topic per kind (schemas/kinds.py).
 
 A small adapter on aiokafka's public producer API (``create_batch``, ``send_batch``,
 ``partitions_for``), beside the Faust app rather than inside it: Faust's producer sends one

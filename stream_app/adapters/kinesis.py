@@ -640,6 +640,8 @@ class KinesisConsumer:
             "batches_applied": st["batches_applied"], "batches_skipped": st["batches_skipped"],
             "undecodable": st["undecodable"], "packet_records": rs["packet_records"],
             "flow_records": rs["flow_records"], "http_records": rs["http_records"],
+            "dns_records": rs["dns_records"], "tls_records": rs["tls_records"],
+            "ssh_records": rs["ssh_records"],
             "checkpoints": rs["checkpoints"],
             "millis_behind": {s: h.behind_ms for s, h in self.owned.items()}})
 

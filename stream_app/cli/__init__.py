@@ -126,7 +126,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
             no_tcp_health: bool) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
-    HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
+    HTTP transaction to OUT/http.jsonl, DNS transaction to OUT/dns.jsonl, TLS handshake to
+    OUT/tls.jsonl and SSH session to OUT/ssh.jsonl; alerts to OUT/alerts.jsonl."""
     from collectors.capture import CaptureError
     from collectors.decode import Decoder
     from stream_app.core.http import HttpConfig

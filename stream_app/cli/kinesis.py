@@ -48,8 +48,8 @@ DIRECT_CHECKPOINT_INTERVAL = 60.0
 @state_options
 @click.option("--out", "out_dir", envvar="MIRRORSCOPE_KINESIS_OUT", default=None,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Write results to DIR/flows.jsonl, http.jsonl, alerts.jsonl (appended, "
-                   "fsync'ed at each checkpoint).")
+              help="Write results to DIR/<kind>.jsonl (flows, http, alerts, dns, tls, ssh; "
+                   "appended, fsync'ed at each checkpoint).")
 @click.option("--kafka-bootstrap", envvar="MIRRORSCOPE_KAFKA_BOOTSTRAP", default=None,
               help="...or publish them to the Kafka result topics (as `mirrorscope worker`).")
 @result_topic_options
@@ -77,8 +77,8 @@ DIRECT_CHECKPOINT_INTERVAL = 60.0
               type=click.Choice(["debug", "info", "warning", "error"]))
 def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
                    poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
-                   state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topic_flows, topic_http,
-                   topic_alerts, s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
+                   state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topics,
+                   s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
                    aws_timeout, aws_attempts, checkpoint_interval, idle_advance, http,
                    keep_credentials, detect, detect_config, bind, health_port, metrics_port,
                    log_level):
@@ -123,8 +123,8 @@ def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, 
 
 async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, shard_refresh,
                 poll_interval, redis_url, redis_cluster, redis_password, redis_ca,
-                state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topic_flows, topic_http,
-                topic_alerts, s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
+                state_key_file, insecure_dev_key, out_dir, kafka_bootstrap, topics,
+                s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
                 aws_timeout, aws_attempts, checkpoint_interval, idle_advance, http,
                 keep_credentials, detect, detect_config, bind, health_port, metrics_port,
                 log_level) -> int:
@@ -177,8 +177,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
     else:
         try:
             # TLS/SASL as every Kafka client reads them (collectors/kafka_auth.py)
-            outputs = KafkaResults(kafka_bootstrap, {"flows": topic_flows, "http": topic_http,
-                                                     "alerts": topic_alerts})
+            outputs = KafkaResults(kafka_bootstrap, topics)
         except Exception as exc:  # no broker answers: let the orchestrator restart us
             log.error("Kafka for the result topics unreachable",
                       extra={"bootstrap": kafka_bootstrap, "error": repr(exc)})

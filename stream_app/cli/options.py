@@ -22,21 +22,30 @@ def load_config(ctx: click.Context, _param, path):
     return path
 
 
-# The result topics, as the workers publish them and the sinks read them.
-RESULT_TOPIC_OPTIONS = [
-    click.option("--topic-flows", envvar="MIRRORSCOPE_TOPIC_FLOWS", default="mirrorscope.flows",
-                 show_default=True, help="Flow records (schemas.records.FlowRecord)."),
-    click.option("--topic-http", envvar="MIRRORSCOPE_TOPIC_HTTP", default="mirrorscope.http",
-                 show_default=True, help="HTTP transactions (schemas.records.HttpTransaction)."),
-    click.option("--topic-alerts", envvar="MIRRORSCOPE_TOPIC_ALERTS", default="mirrorscope.alerts",
-                 show_default=True, help="Alert records (schemas.records.Alert)."),
-]
+# The result topics, as the workers publish them and the sinks read them: one option per
+# result kind (schemas.kinds), --topic-<kind> / MIRRORSCOPE_TOPIC_<KIND>.
+def _result_topic_option(kind):
+    return click.option(f"--topic-{kind.name}", envvar=kind.env, default=kind.topic,
+                        show_default=True,
+                        help=f"{kind.description} (schemas.records.{kind.struct_type.__name__}).")
 
 
 def result_topic_options(f):
-    for o in reversed(RESULT_TOPIC_OPTIONS):
-        f = o(f)
-    return f
+    """Adds --topic-<kind> for every result kind and hands the command one ``topics``
+    argument instead: {kind name: topic}."""
+    import functools
+
+    from schemas.kinds import NAMES
+
+    @functools.wraps(f)
+    def wrapper(*args, **kw):
+        kw["topics"] = {n: kw.pop(f"topic_{n}") for n in NAMES}
+        return f(*args, **kw)
+
+    from schemas.kinds import KINDS
+    for k in reversed(KINDS):
+        wrapper = _result_topic_option(k)(wrapper)
+    return wrapper
 
 
 def detect_config_from(path: Path | None):

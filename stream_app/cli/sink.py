@@ -23,7 +23,7 @@ from typing import NamedTuple, Protocol
 import click
 import msgspec
 
-from stream_app.cli.options import RESULT_TOPIC_OPTIONS, load_config
+from stream_app.cli.options import load_config, result_topic_options
 from stream_app.sinks.batching import Bounds, RecordKind, default_kinds
 
 log = logging.getLogger("mirrorscope.sink")
@@ -189,7 +189,6 @@ def _common(f):
                      show_default=True, help="Kafka bootstrap servers."),
         click.option("--group", envvar="MIRRORSCOPE_KAFKA_GROUP", default=None,
                      help="Consumer group [default: mirrorscope-sink-<name>]."),
-        *RESULT_TOPIC_OPTIONS,
         click.option("--health-port", envvar="MIRRORSCOPE_HEALTH_PORT", type=int, default=None,
                      help="Serve GET /healthz on this port."),
         click.option("--metrics-port", envvar="MIRRORSCOPE_METRICS_PORT", type=int, default=None,
@@ -199,17 +198,16 @@ def _common(f):
         click.option("--log-level", default="info",
                      type=click.Choice(["debug", "info", "warning", "error"])),
     ]
+    f = result_topic_options(f)
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _topic_kinds(topic_flows, topic_http, topic_alerts) -> dict[str, RecordKind]:
+def _topic_kinds(topics: dict[str, str]) -> dict[str, RecordKind]:
+    """topic -> kind, for every result kind (``topics``: kind name -> topic)."""
     kinds = default_kinds()
-    out = {topic_flows: kinds["flows"], topic_http: kinds["http"]}
-    if "alerts" in kinds:
-        out[topic_alerts] = kinds["alerts"]
-    return out
+    return {topics[name]: kind for name, kind in kinds.items()}
 
 
 def _serve_health(port: int | None, healthy: Callable[[], bool]) -> None:
@@ -284,10 +282,10 @@ def sink() -> None:
 @click.option("--spool-max-mb", type=float, default=1024, show_default=True)
 @click.option("--endpoint-url", envvar="MIRRORSCOPE_S3_ENDPOINT_URL", default=None,
               help="S3 endpoint (tests: moto).")
-def sink_s3(bootstrap, group, topic_flows, topic_http, topic_alerts, health_port, metrics_port, idle_exit,
+def sink_s3(bootstrap, group, topics, health_port, metrics_port, idle_exit,
             log_level, bucket, prefix, kms_key_id, fmt, max_file_records, max_file_mb,
             max_file_seconds, late_seconds, data_dir, spool_max_mb, endpoint_url) -> None:
-    """Write flow, HTTP (and alert) records to S3 as Parquet, partitioned
+    """Write flow, HTTP, DNS, TLS, SSH and alert records to S3 as Parquet, partitioned
     <prefix><type>/dt=YYYY-MM-DD/hour=HH/, for the Athena tables in schemas/athena/."""
     from stream_app.sinks.s3 import S3Settings, S3Sink
 
@@ -299,7 +297,7 @@ def sink_s3(bootstrap, group, topic_flows, topic_http, topic_alerts, health_port
         bounds=Bounds(max_records=max_file_records, max_bytes=int(max_file_mb * (1 << 20)),
                       max_age_s=max_file_seconds, late_s=late_seconds))
     s3 = S3Sink(settings)
-    kinds = _topic_kinds(topic_flows, topic_http, topic_alerts)
+    kinds = _topic_kinds(topics)
     src = KafkaSource(list(kinds), group or "mirrorscope-sink-s3", bootstrap,
                       on_revoke=s3.revoke, **kafka_extra_from_env())
     _serve_health(health_port, lambda: True)
@@ -318,7 +316,7 @@ def sink_s3(bootstrap, group, topic_flows, topic_http, topic_alerts, health_port
 @click.option("--flush-seconds", type=float, default=60.0, show_default=True,
               help="Seconds between PutMetricData/PutLogEvents rounds.")
 @click.option("--endpoint-url", envvar="MIRRORSCOPE_CLOUDWATCH_ENDPOINT_URL", default=None)
-def sink_cloudwatch(bootstrap, group, topic_flows, topic_http, topic_alerts, health_port,
+def sink_cloudwatch(bootstrap, group, topics, health_port,
                     metrics_port, idle_exit, log_level, namespace, log_group, log_stream, flush_seconds,
                     endpoint_url) -> None:
     """Publish metrics (flows, packets, bytes, HTTP by status class, alerts by severity and
@@ -331,7 +329,7 @@ def sink_cloudwatch(bootstrap, group, topic_flows, topic_http, topic_alerts, hea
                                            log_stream=log_stream, flush_interval_s=flush_seconds,
                                            endpoint_url=endpoint_url)
     cw = CloudWatchSink(settings)
-    kinds = _topic_kinds(topic_flows, topic_http, topic_alerts)
+    kinds = _topic_kinds(topics)
     src = KafkaSource(list(kinds), group or "mirrorscope-sink-cloudwatch", bootstrap,
                       **kafka_extra_from_env())
     _serve_health(health_port, lambda: True)

@@ -152,7 +152,7 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
                    "others (Kafka's group.min.session.timeout.ms bounds it from below).")
 @click.option("--log-level", envvar="MIRRORSCOPE_LOG_LEVEL", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts, redis_url,
+def worker(bootstrap, group, packet_topic, topics, redis_url,
            redis_cluster, redis_password, redis_ca, state_key_file, insecure_dev_key,
            checkpoint_interval,
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
@@ -160,7 +160,8 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
            datadir, kafka_security, kafka_sasl_mechanism, kafka_ca, processes, session_timeout,
            log_level):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
-    many workers as the topic has partitions) and publish flow, HTTP and alert records.
+    many workers as the topic has partitions) and publish flow, HTTP, DNS, TLS, SSH and alert
+    records.
 
     Per-flow state lives in Redis, written with each partition's offset, so a worker may be
     killed at any moment and its successor neither loses a flow nor counts one twice."""
@@ -188,7 +189,7 @@ def worker(bootstrap, group, packet_topic, topic_flows, topic_http, topic_alerts
     else:
         runtime = Runtime(st.store, Codec(st.key), core, rt, detectors=st.detectors)
     s = WorkerSettings(bootstrap=bootstrap, group=group, packet_topic=packet_topic,
-                       topics={"flows": topic_flows, "http": topic_http, "alerts": topic_alerts},
+                       topics=topics,
                        datadir=datadir,
                        security=kafka_security_from(kafka_security, kafka_sasl_mechanism, kafka_ca),
                        session_timeout=session_timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from schemas.kinds import NAMES
 from schemas.records import FlowRecord, HttpTransaction
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP", 47: "GRE", 50: "ESP"}
@@ -78,3 +79,20 @@ class AlertSummary:
     def listing(self) -> list[dict]:
         return [{"type": a.type, "severity": a.severity, "source": a.source,
                  "summary": a.summary} for a in self.first]
+
+
+@dataclass
+class RecordCounts:
+    """Records made per result kind (schemas.kinds), for the summary's counts of the kinds
+    that have no aggregate of their own (dns, tls, ssh)."""
+
+    by_kind: Counter = field(default_factory=Counter)
+
+    def add(self, results) -> None:
+        for name in NAMES:
+            recs = getattr(results, name, None)
+            if recs:
+                self.by_kind[name] += len(recs)
+
+    def as_dict(self) -> dict[str, int]:
+        return {n: self.by_kind.get(n, 0) for n in NAMES}

@@ -54,6 +54,13 @@ def collect(con, top: int = 10) -> ReportData:
                min(ts) AS first, max(ts) AS last
         FROM mirrorscope.http""")
     a = _one(con, "SELECT count(*) AS alerts, min(ts) AS first, max(ts) AS last FROM mirrorscope.alerts")
+    dns = _one(con, """
+        SELECT count(*) AS dns, count(*) FILTER (WHERE rcode_name = 'NXDOMAIN') AS dns_nxdomain,
+               count(*) FILTER (WHERE rcode IS NULL) AS dns_unanswered FROM mirrorscope.dns""")
+    tls = _one(con, """
+        SELECT count(*) AS tls, count(*) FILTER (WHERE NOT established) AS tls_failed
+        FROM mirrorscope.tls""")
+    ssh = _one(con, "SELECT count(*) AS ssh FROM mirrorscope.ssh")
     firsts = [x for x in (f["first"], h["first"], a["first"]) if x is not None]
     lasts = [x for x in (f["last"], h["last"], a["last"]) if x is not None]
     first = min(firsts) if firsts else 0.0
@@ -64,7 +71,8 @@ def collect(con, top: int = 10) -> ReportData:
                 "http_errors": h["http_errors"], "http_4xx": h["http_4xx"],
                 "http_p50_ms": None if h["p50"] is None else h["p50"] * 1000,
                 "http_p95_ms": None if h["p95"] is None else h["p95"] * 1000,
-                "alerts": a["alerts"], "first": first, "last": last, "span_s": span}
+                "alerts": a["alerts"], "first": first, "last": last, "span_s": span,
+                **dns, **tls, **ssh}
     d.bucket_s = b = next((x for x in BUCKETS if span / x <= 120), BUCKETS[-1])
 
     # A record counts in the bucket it started in (records of long flows are cut every

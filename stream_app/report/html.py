@@ -298,6 +298,10 @@ def render(d: ReportData, title: str, source: str) -> str:
              t["http_errors"]),
         card("http_p95_ms", "HTTP p95 latency", "-" if p95 is None else f"{p95:.1f} ms",
              "" if p95 is None else round(p95, 3)),
+        card("dns", "DNS transactions (NXDOMAIN / unanswered)",
+             f"{t['dns']:,} ({t['dns_nxdomain']:,} / {t['dns_unanswered']:,})", t["dns"]),
+        card("tls", "TLS handshakes (failed)", f"{t['tls']:,} ({t['tls_failed']:,})", t["tls"]),
+        card("ssh", "SSH sessions", f"{t['ssh']:,}", t["ssh"]),
         card("alerts", "alerts", f"{t['alerts']:,}", t["alerts"]),
     ])
 

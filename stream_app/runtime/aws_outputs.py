@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from schemas.kinds import records_of
 from stream_app.core.processor import Results
 from stream_app.runtime.outputs import Outputs, OutputError
 from stream_app.sinks.batching import Batcher, Bounds, Chunk, RecordKind, default_kinds, object_key
@@ -155,9 +156,9 @@ class AwsOutputs(Outputs):
                     for ch in done:  # a file full before the checkpoint: upload it now
                         st.uploads.append(self._upload(ch))
         if self.cw_settings is not None:
-            st.metrics.add_flows(res.flows)
-            st.metrics.add_http(res.http)
-            st.metrics.add_alerts(res.alerts)
+            for kind, recs in records_of(res):
+                if recs:
+                    st.metrics.add(kind.name, recs)
             if self.log_stream is not None and res.alerts:
                 now_ms = int(self.clock() * 1000)
                 st.events.extend(alert_event(a, now_ms) for a in res.alerts)

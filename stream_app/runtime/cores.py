@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from schemas.kinds import ID_GETTERS
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig, Results
 from stream_app.runtime.messages import (
@@ -130,16 +131,18 @@ class CoreServer:
         return Applied(n, undecodable, len(res.flows), len(res.http), len(res.alerts),
                        detect_error, st.flows_held,
                        encoded=grouped(res, self.parts) if self.encode else None,
-                       results=None if self.encode else res)
+                       results=None if self.encode else res,
+                       dns=len(res.dns), tls=len(res.tls), ssh=len(res.ssh))
 
 
 def detect_into(detectors, res: Results, st: PartitionState) -> bool:
     """Run the detectors over ``res`` (setting its alerts); False when their state store
     failed, in which case the records still go, without alerts."""
-    if detectors is None or not (res.flows or res.http):
+    if detectors is None or not (res.flows or res.http or res.dns or res.tls or res.ssh):
         return True
     try:
-        res.alerts = detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS)
+        res.alerts = detectors.observe(res.flows, res.http, st.proc.flows.now_ns / NS,
+                                       dns=res.dns, tls=res.tls, ssh=res.ssh)
         return True
     except Exception as exc:
         log.warning("detectors skipped a batch", extra={"error": repr(exc)})
@@ -150,9 +153,11 @@ def encode_results(res: Results) -> list[tuple[str, bytes, bytes]]:
     """(kind, key, value) per record: key = the record's deterministic id, so a replay's
     duplicates can be dropped downstream."""
     enc = msgspec.msgpack.encode
-    out = [("flows", f.flow_id.encode(), enc(f)) for f in res.flows]
-    out += [("http", h.http_id.encode(), enc(h)) for h in res.http]
-    out += [("alerts", a.alert_id.encode(), enc(a)) for a in res.alerts]
+    out = []
+    for name, id_of in ID_GETTERS:
+        recs = getattr(res, name)
+        if recs:
+            out += [(name, id_of(r).encode(), enc(r)) for r in recs]
     return out
 
 

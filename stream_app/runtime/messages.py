@@ -96,6 +96,9 @@ class Applied(msgspec.Struct, tag=True, array_like=True):
     """From a core process: the results encoded, grouped by (kind, result partition)."""
     results: Any = None
     """In process: the core's Results themselves (never sent over a pipe)."""
+    dns: int = 0
+    tls: int = 0
+    ssh: int = 0
 
 
 class Skipped(msgspec.Struct, tag=True, array_like=True):

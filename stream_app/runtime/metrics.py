@@ -53,6 +53,9 @@ METRICS: tuple[Metric, ...] = (
     _c("flow_records", "Flow records made"),
     _c("http_records", "HTTP transaction records made"),
     _c("alerts", "Alerts made"),
+    _c("dns_records", "DNS transaction records made"),
+    _c("tls_records", "TLS handshake records made"),
+    _c("ssh_records", "SSH session records made"),
     _c("detect_errors", "Batches whose detectors' state store failed (records sent without "
                         "alerts)"),
     _c("partitions_loaded", "Partition take-overs (state restored from the store)"),

@@ -7,7 +7,7 @@ snapshot that includes batches whose results are lost.
 * ``KafkaResults``: the result topics the Kafka worker writes (kafka-python producer,
   acks=all; key = the record's id, value = msgspec msgpack of the record, as
   stream_app.runtime.runtime.encode_results makes them), so the same sinks read them.
-* ``FolderResults``: flows.jsonl, http.jsonl and alerts.jsonl in a folder, as `mirrorscope
+* ``FolderResults``: <kind>.jsonl per result kind (schemas.kinds) in a folder, as `mirrorscope
   analyze` writes them, appended to and fsync'ed at each flush.
 
 Both are at-least-once: batches replayed after a crash make their records again, with the
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import msgspec
 
+from schemas.kinds import NAMES as KINDS, records_of
 from stream_app.core.processor import Results
 from stream_app.runtime.cores import encode_results
 
 log = logging.getLogger("mirrorscope.outputs")
 
-KINDS = ("flows", "http", "alerts")
 
 
 class OutputError(Exception):
@@ -151,12 +151,12 @@ class FolderResults(Outputs):
         self._seq += 1
         self._pending[partition] = self._seq
         enc = self._enc.encode_lines
-        for kind, recs in (("flows", res.flows), ("http", res.http), ("alerts", res.alerts)):
+        for kind, recs in records_of(res):
             if recs:
                 data = enc(recs)
-                self._buf[kind].append(data)
+                self._buf[kind.name].append(data)
                 self._size += len(data)
-                self.written[kind] += len(recs)
+                self.written[kind.name] += len(recs)
         if self._size >= self.max_buffer:  # bounded memory; durable at the next flush
             try:
                 self._write_out()

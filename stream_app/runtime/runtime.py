@@ -338,8 +338,12 @@ class Runtime:
         self.stats["flow_records"] += reply.flows
         self.stats["http_records"] += reply.http
         self.stats["alerts"] += reply.alerts
+        self.stats["dns_records"] += reply.dns
+        self.stats["tls_records"] += reply.tls
+        self.stats["ssh_records"] += reply.ssh
         p.since_snapshot.update(flow_records=reply.flows, http_records=reply.http,
-                                alerts=reply.alerts)
+                                alerts=reply.alerts, dns_records=reply.dns,
+                                tls_records=reply.tls, ssh_records=reply.ssh)
         if reply.detect_error:
             self.stats["detect_errors"] += 1
 
@@ -354,7 +358,7 @@ class Runtime:
         if handle is not None:
             p.pending.append(handle)
             p.dirty = True
-        if reply.flows or reply.http:
+        if reply.flows or reply.http or reply.dns or reply.tls or reply.ssh:
             p.dirty = True
         self._count(reply, p)
         if reply.encoded and self._publish is not None:

@@ -36,23 +36,26 @@ class RecordKind:
     """One record type as the sinks see it."""
 
     name: str
-    """Table / key prefix: flows, http, alerts."""
+    """Table / key prefix: flows, http, alerts, dns, tls, ssh (schemas.kinds)."""
     struct_type: type
     id_field: str
     ts_of: Callable[[Any], float]
     """Unix seconds that place the record in dt=/hour=."""
 
 
+def record_kind(name: str) -> RecordKind:
+    """The sinks' view of one entry of schemas.kinds."""
+    from schemas.kinds import BY_NAME
+    k = BY_NAME[name]
+    return RecordKind(k.name, k.struct_type, k.id_field, k.ts_of)
+
+
 def flow_kind() -> RecordKind:
-    from schemas.records import FlowRecord
-    # `end`: flows are emitted in the order they end, which keeps each partition's files
-    # contiguous in time; a flow spans at most the active timeout (60 s by default).
-    return RecordKind("flows", FlowRecord, "flow_id", lambda r: r.end)
+    return record_kind("flows")
 
 
 def http_kind() -> RecordKind:
-    from schemas.records import HttpTransaction
-    return RecordKind("http", HttpTransaction, "http_id", lambda r: r.ts)
+    return record_kind("http")
 
 
 def alert_kind(struct_type: type) -> RecordKind:
@@ -66,14 +69,9 @@ def alert_kind(struct_type: type) -> RecordKind:
 
 
 def default_kinds() -> dict[str, RecordKind]:
-    kinds = {"flows": flow_kind(), "http": http_kind()}
-    try:
-        from schemas.records import Alert  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        kinds["alerts"] = alert_kind(Alert)
-    return kinds
+    """Every result kind (schemas.kinds.KINDS), by name."""
+    from schemas.kinds import NAMES
+    return {n: record_kind(n) for n in NAMES}
 
 
 def partition_of(ts: float) -> tuple[str, str]:

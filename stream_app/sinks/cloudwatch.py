@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from schemas.kinds import records_of
+
 log = logging.getLogger("mirrorscope.sink.cloudwatch")
 
 # Service limits (2026): PutMetricData 1000 metric datums and 1 MB per request; PutLogEvents
@@ -59,6 +61,21 @@ def status_class(code: int | None) -> str:
 def severity_name(s) -> str:
     s = str(s).lower()
     return s if s in SEVERITIES else "Other"
+
+
+# DNS response codes that get a dimension value of their own (RFC 1035/2136 names, as the DNS
+# parser writes rcode_name); any other becomes "Other", so a hostile server cannot make
+# unbounded metric names.
+DNS_RCODES = frozenset({"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+                        "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE"})
+
+
+def rcode_name(t) -> str:
+    """The Rcode dimension of a DNS transaction: NoResponse when it was not answered."""
+    if t.rcode is None:
+        return "NoResponse"
+    name = (t.rcode_name or "").upper()
+    return name if name in DNS_RCODES else "Other"
 
 
 class MetricAggregator:
@@ -100,6 +117,28 @@ class MetricAggregator:
         for a in alerts:
             self._add("Alerts", (("Severity", severity_name(a.severity)),), 1)
             self._add("Alerts", (("Type", self.alert_type(a.type)),), 1)
+
+    def add_dns(self, txs: Iterable) -> None:
+        for t in txs:
+            self._add("DnsTransactions", (), 1)
+            self._add("DnsTransactions", (("Rcode", rcode_name(t)),), 1)
+
+    def add_tls(self, hss: Iterable) -> None:
+        for h in hss:
+            self._add("TlsHandshakes", (), 1)
+            self._add("TlsHandshakes", (("Outcome", "established" if h.established
+                                          else "failed"),), 1)
+
+    def add_ssh(self, sessions: Iterable) -> None:
+        for _ in sessions:
+            self._add("SshSessions", (), 1)
+
+    def add(self, kind: str, records: Iterable) -> None:
+        """The metrics of one result kind's records (schemas.kinds names)."""
+        adder = getattr(self, f"add_{kind}", None)
+        if adder is None:
+            raise ValueError(f"unknown record kind {kind!r}")
+        adder(records)
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -219,17 +258,10 @@ class CloudWatchSink:
         self._last_flush = clock()
 
     def add(self, kind: str, records: list) -> None:
-        if kind == "flows":
-            self.metrics.add_flows(records)
-        elif kind == "http":
-            self.metrics.add_http(records)
-        elif kind == "alerts":
-            self.metrics.add_alerts(records)
-            if self.s.log_group:
-                now_ms = int(self.clock() * 1000)
-                self._events.extend(alert_event(a, now_ms) for a in records)
-        else:
-            raise ValueError(f"unknown record kind {kind!r}")
+        self.metrics.add(kind, records)
+        if kind == "alerts" and self.s.log_group:
+            now_ms = int(self.clock() * 1000)
+            self._events.extend(alert_event(a, now_ms) for a in records)
 
     def due(self) -> bool:
         return self.clock() - self._last_flush >= self.s.flush_interval_s
@@ -284,10 +316,9 @@ class CloudWatchOutputs:
         self.failed = False
 
     def write(self, results) -> None:
-        for kind in ("flows", "http", "alerts"):
-            recs = getattr(results, kind, None)
+        for kind, recs in records_of(results):
             if recs:
-                self.sink.add(kind, recs)
+                self.sink.add(kind.name, recs)
         if self.sink.due():
             try:
                 self.sink.flush()

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import msgspec
 
-from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary
+from schemas.kinds import NAMES as KINDS, records_of
+from stream_app.core.summary import AlertSummary, FlowSummary, HttpSummary, RecordCounts
 
 log = logging.getLogger("mirrorscope.live")
 
-KINDS = ("flows", "http", "alerts")
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 
 
@@ -138,17 +138,19 @@ class LiveOutputs:
         self.summary = FlowSummary()
         self.http_summary = HttpSummary()
         self.alert_summary = AlertSummary()
+        self.counts = RecordCounts()
 
     def write(self, results) -> None:
+        for kind, recs in records_of(results):
+            if recs:
+                self.files[kind.name].write(recs)
         if results.flows:
-            self.files["flows"].write(results.flows)
             self.summary.add(results.flows)
         if results.http:
-            self.files["http"].write(results.http)
             self.http_summary.add(results.http)
         if results.alerts:
-            self.files["alerts"].write(results.alerts)
             self.alert_summary.add(results.alerts)
+        self.counts.add(results)
 
     def flush(self) -> None:
         for f in self.files.values():

@@ -36,6 +36,8 @@ def _arrow(lt: tuple):
         return pa.list_(_arrow(lt[1]))
     if kind == "map":
         return pa.map_(_arrow(lt[1]), _arrow(lt[2]))
+    if kind == "struct":
+        return pa.struct([pa.field(n, _arrow(t), nullable=True) for n, t in lt[1]])
     raise UnsupportedType(repr(lt))
 
 

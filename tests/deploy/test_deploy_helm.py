@@ -312,6 +312,11 @@ def test_configmap_carries_the_stream_settings(helm_template):
     assert env["MIRRORSCOPE_TOPIC_PACKETS"] == "mirrorscope.packets"
     assert env["MIRRORSCOPE_S3_BUCKET"] == "example-mirrorscope-records"
     assert all(isinstance(v, str) for v in env.values())
+    # one result topic per kind of schemas/kinds.py, named by the variable its --topic-<kind>
+    # reads, with the commands' default names
+    from schemas.kinds import KINDS
+    assert {k: v for k, v in env.items() if k.startswith("MIRRORSCOPE_TOPIC_")} == {
+        "MIRRORSCOPE_TOPIC_PACKETS": "mirrorscope.packets", **{k.env: k.topic for k in KINDS}}
 
 
 # --------------------------------------------------------------------------------------------

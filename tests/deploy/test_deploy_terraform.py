@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from schemas.kinds import KINDS
+from tests.test_athena_ddl import sorted_structs
+
 from deploy_helpers import (NOTES, TERRAFORM, blocks, find_tool, named, parse, require_module, require_tool,
                             run, two_level)
 
@@ -229,19 +232,23 @@ def test_helm_values_output_uses_existing_chart_values():
             node = node[key]
 
 
-RECORD_SCHEMAS = {  # Glue table -> (schemas/jsonschema file, $defs entry)
-    "flows": ("flow_record.json", "FlowRecord"),
-    "http": ("http_transaction.json", "HttpTransaction"),
-}
+# Glue table -> (schemas/jsonschema file, $defs entry): every result kind (schemas/kinds.py)
+RECORD_SCHEMAS = {k.table: (f"{k.schema}.json", k.struct_type.__name__) for k in KINDS}
 
 
-def athena_type(prop: dict) -> str:
+def athena_type(prop: dict, defs: dict) -> str:
     if "anyOf" in prop:  # nullable: [T, null]
         [prop] = [p for p in prop["anyOf"] if p.get("type") != "null"]
+    if "$ref" in prop:  # a nested record (DNS answers, TLS certificates): members by name
+        d = defs[prop["$ref"].rsplit("/", 1)[1]]
+        return "struct<" + ",".join(f"{n}:{athena_type(p, defs)}"
+                                    for n, p in sorted(d["properties"].items())) + ">"
     if "enum" in prop:
         return "string"
     if prop["type"] == "array":
-        return f"array<{athena_type(prop['items'])}>"
+        return f"array<{athena_type(prop['items'], defs)}>"
+    if prop["type"] == "object":
+        return f"map<string,{athena_type(prop['additionalProperties'], defs)}>"
     return {"integer": "bigint", "number": "double", "string": "string", "boolean": "boolean"}[prop["type"]]
 
 
@@ -254,8 +261,10 @@ def test_glue_columns_follow_the_record_schemas(table):
     if table != "flows" and not path.exists():
         NOTES.append(f"Glue table {table}: not compared, schemas/jsonschema/{file} does not exist yet")
         return
-    schema = json.loads(path.read_text())["$defs"][definition]
-    expected = {(name, athena_type(prop)) for name, prop in schema["properties"].items()}
+    doc = json.loads(path.read_text())
+    schema = doc["$defs"][definition]
+    expected = {(name, athena_type(prop, doc["$defs"])) for name, prop in schema["properties"].items()}
     locals_ = {k: v for item in blocks(TERRAFORM / "modules" / "storage")["locals"] for k, v in item.items()}
-    columns = locals_[{"flows": "flow_columns", "http": "http_columns"}[table]]
-    assert {(c["name"], c["type"]) for c in columns} == expected
+    columns = locals_[{"flows": "flow_columns", "http": "http_columns", "alerts": "alert_columns",
+                       "dns": "dns_columns", "tls": "tls_columns", "ssh": "ssh_columns"}[table]]
+    assert {(c["name"], sorted_structs(c["type"])) for c in columns} == expected

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas.kinds import KINDS, NAMES
 from tests.rehearsal.pods import Container, containers, render
 from tests.rehearsal.runner import Pod, VENV_BIN
 
@@ -76,7 +77,7 @@ def analyze(capture: Path, out: Path) -> dict[str, list[dict]]:
     subprocess.run([str(VENV_BIN / "mirrorscope"), "analyze", str(capture), "--out", str(out),
                     "--json"], check=True, capture_output=True, timeout=300)
     return {k: [json.loads(x) for x in (out / f"{k}.jsonl").read_text().splitlines()]
-            for k in ("flows", "http", "alerts")}
+            for k in NAMES}
 
 
 def parquet_rows(s3, bucket: str, table: str) -> list[dict]:
@@ -127,9 +128,9 @@ def assert_delivered(ref: dict[str, list[dict]], moto, vals: dict, log_group: st
     in the namespace, and an alert log event for each alert."""
     from tests.sink_helpers import client
     s3 = client("s3", moto)
-    got = {t: parquet_rows(s3, vals["sinks"]["s3"]["bucket"], t) for t in ("flows", "http", "alerts")}
+    got = {k.table: parquet_rows(s3, vals["sinks"]["s3"]["bucket"], k.table) for k in KINDS}
     assert ref["alerts"], "the capture must raise an alert"
-    for table, key in (("flows", "flow_id"), ("http", "http_id"), ("alerts", "alert_id")):
+    for table, key in ((k.table, k.id_field) for k in KINDS):
         assert {r[key] for r in got[table]} == {r[key] for r in ref[table]}, table
     want = {f["flow_id"]: f for f in ref["flows"]}
     for r in got["flows"]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.kinds import NAMES
 from tests.rehearsal.rehearse import (Deployment, analyze, assert_delivered, chart_values,
                                       group_lag, provision_results, wait_for)
 from tests.rehearsal.runner import require_root
@@ -59,7 +60,7 @@ def rehearse(values: Path, admin_bootstrap: str, endpoints: dict, redis_url: str
     # What the stack provides before the chart: the topics (MSK creates them on first use with
     # the stack's partition count), the results bucket and the alert log group.
     parts = int(vals["stream"]["partitions"])
-    topics = [vals["stream"]["topics"][k] for k in ("packets", "flows", "http", "alerts")]
+    topics = [vals["stream"]["topics"][k] for k in ("packets", *NAMES)]
     for t in topics:
         create_topic(admin_bootstrap, t, parts)
     log_group = provision_results(moto, vals)
@@ -87,7 +88,7 @@ def rehearse(values: Path, admin_bootstrap: str, endpoints: dict, redis_url: str
         wait_for("the workers processed every published packet", processed, 180)
 
         ref = analyze(capture, workdir / "reference")
-        n_results = len(ref["flows"]) + len(ref["http"]) + len(ref["alerts"])
+        n_results = sum(len(ref[k]) for k in NAMES)
         wait_for("every result published",
                  lambda: sum(len(consume_all(admin_bootstrap, t, timeout=5, idle=0.5))
                              for t in topics[1:]) >= n_results, 120, every=2)

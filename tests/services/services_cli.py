@@ -29,7 +29,10 @@ from pathlib import Path
 import click
 
 SERVICES = ("kafka", "redis", "moto")
-RESULT_TOPICS = ("mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts")
+# One per result kind (schemas/kinds.py; tests/test_services_cli.py checks the topics `up`
+# makes against it): written out, since only click and the standard library load here.
+RESULT_TOPICS = ("mirrorscope.flows", "mirrorscope.http", "mirrorscope.alerts",
+                 "mirrorscope.dns", "mirrorscope.tls", "mirrorscope.ssh")
 STATE = "services.json"
 PORTS = "ports.json"
 STATE_VERSION = 1

@@ -149,3 +149,33 @@ def send(datagrams: list[Datagram], host: str, port: int, sockets: int = 16,
     finally:
         for s in socks:
             s.close()
+
+
+def dns_lookups(n: int, vni: int = 1234, resolver: str = "10.0.0.53",
+                client_net: str = "10.2.0.0", seed: int = 5) -> list[Datagram]:
+    """Datagrams of n DNS lookups over UDP (query, then the resolver's answer: an A record,
+    every fourth name NXDOMAIN), built with dpkt, each its own flow."""
+    import dpkt
+    rnd = random.Random(seed)
+    res = socket.inet_aton(resolver)
+    base = struct.unpack("!I", socket.inet_aton(client_net))[0]
+    out: list[Datagram] = []
+    for i in range(n):
+        cli = struct.pack("!I", base + 1 + i % 200)
+        cport = 30000 + i
+        name = f"svc{i}.internal.example"
+        q = dpkt.dns.DNS(id=rnd.randrange(1 << 16), op=dpkt.dns.DNS_RD,
+                         qd=[dpkt.dns.DNS.Q(name=name, type=dpkt.dns.DNS_A, cls=dpkt.dns.DNS_IN)])
+        r = dpkt.dns.DNS(bytes(q))
+        r.op = dpkt.dns.DNS_QR | dpkt.dns.DNS_RD | dpkt.dns.DNS_RA
+        if i % 4 == 3:
+            r.rcode = dpkt.dns.DNS_RCODE_NXDOMAIN
+        else:
+            r.an = [dpkt.dns.DNS.RR(name=name, type=dpkt.dns.DNS_A, cls=dpkt.dns.DNS_IN, ttl=60,
+                                    ip=socket.inet_aton(f"192.0.2.{i % 250 + 1}"))]
+        fwd = ipv4(cli, res, 17, udp(cport, 53, bytes(q)))
+        rev = ipv4(res, cli, 17, udp(53, cport, bytes(r)))
+        sport = 40000 + rnd.randrange(8000)
+        out.append(Datagram(vxlan(vni, ether(fwd)), sport, vni, -1, True))
+        out.append(Datagram(vxlan(vni, ether(rev)), sport + 8000, vni, -1, False))
+    return out

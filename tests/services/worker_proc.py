@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from schemas.kinds import NAMES
 from tests.services.kafka_service import free_port
 from tests.waiting import wait_until
 
@@ -28,8 +29,7 @@ class Worker:
         self.args = [
             "worker", "--bootstrap", bootstrap, "--redis-url", redis_url,
             "--packet-topic", topic, "--group", group,
-            "--topic-flows", results["flows"], "--topic-http", results["http"],
-            "--topic-alerts", results["alerts"],
+            *[a for k in NAMES for a in (f"--topic-{k}", results[k])],
             "--web-port", str(self.port), "--web-bind", "127.0.0.1",
             "--datadir", str(self.workdir / "faust"), "--session-timeout", "6", "--log-level", "debug",
             *(extra or []),

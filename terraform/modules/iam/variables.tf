@@ -38,7 +38,7 @@ variable "packets_topic" {
 }
 
 variable "kafka_resource_prefix" {
-  description = "Prefix of every Kafka topic, consumer group and transactional ID the stream app uses (result topics mirrorscope.flows/.http/.alerts, Faust changelog topics, the consumer group)."
+  description = "Prefix of every Kafka topic, consumer group and transactional ID the stream app uses (result topics mirrorscope.flows/.http/.alerts/.dns/.tls/.ssh, Faust changelog topics, the consumer group)."
   type        = string
   default     = "mirrorscope"
 }

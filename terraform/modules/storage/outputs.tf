@@ -19,6 +19,6 @@ output "glue_database_name" {
 }
 
 output "glue_table_names" {
-  description = "Glue tables, keyed by record type (flows, http, alerts)."
+  description = "Glue tables, keyed by record type (flows, http, alerts, dns, tls, ssh)."
   value       = { for k, t in aws_glue_catalog_table.this : k => t.name }
 }

@@ -1,4 +1,4 @@
-# Columns of the v1 record contracts. flows and http are the fields of schemas/jsonschema/
+# Columns of the record contracts, one list per result kind (schemas/kinds.py). flows and http are the fields of schemas/jsonschema/
 # flow_record.json and http_transaction.json (integer -> bigint, number -> double, enum -> string,
 # array of strings -> array<string>); tests/deploy checks they stay equal. The flow table keeps the
 # VPC Flow Logs v5 field names, so existing Athena queries run with only the table name changed.
@@ -114,10 +114,91 @@ locals {
     { name = "schema_version", type = "bigint", comment = null },
   ]
 
+  # As schemas/jsonschema/dns_transaction.json (tests/test_athena_ddl.py keeps them equal).
+  dns_columns = [
+    { name = "dns_id", type = "string", comment = null },
+    { name = "ts", type = "double", comment = "Unix seconds" },
+    { name = "community_id", type = "string", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "srcaddr", type = "string", comment = null },
+    { name = "srcport", type = "bigint", comment = null },
+    { name = "dstaddr", type = "string", comment = null },
+    { name = "dstport", type = "bigint", comment = null },
+    { name = "transport", type = "string", comment = null },
+    { name = "trans_id", type = "bigint", comment = null },
+    { name = "query", type = "string", comment = null },
+    { name = "qclass", type = "bigint", comment = null },
+    { name = "qtype", type = "bigint", comment = null },
+    { name = "qtype_name", type = "string", comment = null },
+    { name = "rcode", type = "bigint", comment = null },
+    { name = "rcode_name", type = "string", comment = null },
+    { name = "authoritative", type = "boolean", comment = null },
+    { name = "truncated", type = "boolean", comment = null },
+    { name = "recursion_desired", type = "boolean", comment = null },
+    { name = "recursion_available", type = "boolean", comment = null },
+    { name = "answers", type = "array<struct<name:string,type:string,ttl:bigint,data:string>>", comment = null },
+    { name = "rtt", type = "double", comment = "Seconds from query to response" },
+    { name = "tags", type = "array<string>", comment = null },
+    { name = "flow_direction", type = "string", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
+  ]
+
+  # As schemas/jsonschema/tls_handshake.json (tests/test_athena_ddl.py keeps them equal).
+  tls_columns = [
+    { name = "tls_id", type = "string", comment = null },
+    { name = "ts", type = "double", comment = "Unix seconds" },
+    { name = "community_id", type = "string", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "srcaddr", type = "string", comment = null },
+    { name = "srcport", type = "bigint", comment = null },
+    { name = "dstaddr", type = "string", comment = null },
+    { name = "dstport", type = "bigint", comment = null },
+    { name = "version", type = "string", comment = null },
+    { name = "cipher", type = "string", comment = null },
+    { name = "server_name", type = "string", comment = null },
+    { name = "alpn_offered", type = "array<string>", comment = null },
+    { name = "alpn", type = "string", comment = null },
+    { name = "ja4", type = "string", comment = null },
+    { name = "ja4s", type = "string", comment = null },
+    { name = "resumed", type = "boolean", comment = null },
+    { name = "established", type = "boolean", comment = null },
+    { name = "alert", type = "string", comment = null },
+    { name = "cert_chain", type = "array<struct<subject:string,issuer:string,serial:string,not_before:double,not_after:double,sans:array<string>,sha256:string,self_signed:boolean>>", comment = null },
+    { name = "tags", type = "array<string>", comment = null },
+    { name = "flow_direction", type = "string", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
+  ]
+
+  # As schemas/jsonschema/ssh_session.json (tests/test_athena_ddl.py keeps them equal).
+  ssh_columns = [
+    { name = "ssh_id", type = "string", comment = null },
+    { name = "ts", type = "double", comment = "Unix seconds" },
+    { name = "community_id", type = "string", comment = null },
+    { name = "vni", type = "bigint", comment = null },
+    { name = "srcaddr", type = "string", comment = null },
+    { name = "srcport", type = "bigint", comment = null },
+    { name = "dstaddr", type = "string", comment = null },
+    { name = "dstport", type = "bigint", comment = null },
+    { name = "client", type = "string", comment = null },
+    { name = "server", type = "string", comment = null },
+    { name = "hassh", type = "string", comment = null },
+    { name = "hassh_server", type = "string", comment = null },
+    { name = "kex_alg", type = "string", comment = null },
+    { name = "host_key_alg", type = "string", comment = null },
+    { name = "cipher_alg", type = "string", comment = null },
+    { name = "mac_alg", type = "string", comment = null },
+    { name = "compression_alg", type = "string", comment = null },
+    { name = "tags", type = "array<string>", comment = null },
+    { name = "flow_direction", type = "string", comment = null },
+    { name = "schema_version", type = "bigint", comment = null },
+  ]
   tables = {
     flows  = { prefix = var.table_prefixes.flows, columns = lookup(var.table_columns, "flows", local.flow_columns), description = "MirrorScope flow records (VPC Flow Logs v5 fields + vni, community_id, Zeek conn fields)" }
     http   = { prefix = var.table_prefixes.http, columns = lookup(var.table_columns, "http", local.http_columns), description = "MirrorScope HTTP/1.x transactions" }
     alerts = { prefix = var.table_prefixes.alerts, columns = lookup(var.table_columns, "alerts", local.alert_columns), description = "MirrorScope alerts" }
+    dns    = { prefix = var.table_prefixes.dns, columns = lookup(var.table_columns, "dns", local.dns_columns), description = "MirrorScope DNS transactions (UDP and TCP)" }
+    tls    = { prefix = var.table_prefixes.tls, columns = lookup(var.table_columns, "tls", local.tls_columns), description = "MirrorScope TLS handshakes (JA4/JA4S, certificate chain)" }
+    ssh    = { prefix = var.table_prefixes.ssh, columns = lookup(var.table_columns, "ssh", local.ssh_columns), description = "MirrorScope SSH sessions (banners, HASSH)" }
   }
 }
 

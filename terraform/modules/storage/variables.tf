@@ -67,6 +67,9 @@ variable "table_prefixes" {
     flows  = optional(string, "flows/")
     http   = optional(string, "http/")
     alerts = optional(string, "alerts/")
+    dns    = optional(string, "dns/")
+    tls    = optional(string, "tls/")
+    ssh    = optional(string, "ssh/")
   })
   default = {}
 }
@@ -78,7 +81,7 @@ variable "projection_start_date" {
 }
 
 variable "table_columns" {
-  description = "Override the columns of a table (\"flows\", \"http\", \"alerts\"); tables not listed use the built-in v1 contract columns (see schemas/ for the authoritative DDL)."
+  description = "Override the columns of a table (\"flows\", \"http\", \"alerts\", \"dns\", \"tls\", \"ssh\"); tables not listed use the built-in v1 contract columns (see schemas/ for the authoritative DDL)."
   type = map(list(object({
     name    = string
     type    = string
