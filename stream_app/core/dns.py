@@ -79,6 +79,13 @@ def _label_text(b: bytes) -> str:
                    ("\\" + chr(c) if c in (0x2E, 0x5C) else f"\\{c:03d}") for c in b)
 
 
+def _txt_text(b: bytes) -> str:
+    """A TXT string: printable ASCII (space included) as is, other bytes \\DDD."""
+    if all(0x20 <= c < 0x7F and c != 0x5C for c in b):
+        return b.decode("ascii")
+    return "".join(chr(c) if 0x20 <= c < 0x7F and c != 0x5C else f"\\{c:03d}" for c in b)
+
+
 def read_name(buf: bytes, off: int) -> tuple[str, int]:
     """The name at ``off`` as text (no trailing dot; the root is "."), and the offset after it
     in the message (after the first pointer, when compressed)."""
@@ -166,7 +173,7 @@ def _rdata(buf: bytes, t: int, off: int, ln: int) -> str:
             sl = rd[i]
             if i + 1 + sl > ln:
                 raise Malformed("TXT string past its record")
-            parts.append(_label_text(rd[i + 1:i + 1 + sl]).replace("\\.", "."))
+            parts.append(_txt_text(rd[i + 1:i + 1 + sl]))
             i += 1 + sl
         return "".join(parts)
     if t == 6:
