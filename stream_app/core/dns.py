@@ -27,6 +27,7 @@ MAX_PENDING queries wait per flow: past it the oldest is reported (``no_response
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 
 import msgspec
@@ -57,6 +58,8 @@ RCODE_NAMES = {
 _QCLASSES = frozenset({1, 3, 4, 254, 255})
 _OPCODES = frozenset({0, 1, 2, 4, 5})
 _PRINTABLE = frozenset(range(0x21, 0x7F)) - {ord("."), ord("\\")}
+_UNSAFE = re.compile(rb"[^\x21-\x5b\x5d-\x7e]")
+"""A byte a name's text must escape (not printable, or a backslash)."""
 
 
 class Malformed(Exception):
@@ -123,9 +126,15 @@ def read_name(buf: bytes, off: int) -> tuple[str, int]:
             raise Malformed("name too long")
         if off + 1 + ln > n:
             raise ShortRead("label past the end")
-        labels.append(_label_text(buf[off + 1:off + 1 + ln]))
+        labels.append(buf[off + 1:off + 1 + ln])
         off += 1 + ln
-    return (".".join(labels) if labels else "."), end
+    if not labels:
+        return ".", end
+    raw = b".".join(labels)
+    # The common case in two C-speed checks: printable, no backslash, no dot inside a label.
+    if _UNSAFE.search(raw) is None and raw.count(b".") == len(labels) - 1:
+        return raw.decode("ascii"), end
+    return ".".join(_label_text(x) for x in labels), end
 
 
 class Message(msgspec.Struct):
@@ -138,6 +147,10 @@ class Message(msgspec.Struct):
     qclass: int | None = None
     answers: list = msgspec.field(default_factory=list)
     malformed: bool = False
+    short: bool = False
+    """The bytes ended inside a section (a snap length), rather than breaking a rule."""
+    extra: int = 0
+    """Bytes after the last section the header declares."""
     capped: bool = False
 
     @property
@@ -201,12 +214,13 @@ def parse(buf: bytes) -> Message | None:
     m = Message(tid, (buf[2] << 8) | buf[3])
     qd = (buf[4] << 8) | buf[5]
     an = (buf[6] << 8) | buf[7]
+    rest = ((buf[8] << 8) | buf[9]) + ((buf[10] << 8) | buf[11])
     off = 12
     try:
         for i in range(qd):
             name, off = read_name(buf, off)
             if off + 4 > len(buf):
-                raise Malformed("question past the end")
+                raise ShortRead("question past the end")
             if i == 0:
                 m.qname = name
                 m.qtype = (buf[off] << 8) | buf[off + 1]
@@ -216,18 +230,22 @@ def parse(buf: bytes) -> Message | None:
         for _ in range(an):
             name, off = read_name(buf, off)
             if off + 10 > len(buf):
-                raise Malformed("record past the end")
+                raise ShortRead("record past the end")
             t = (buf[off] << 8) | buf[off + 1]
             ttl = int.from_bytes(buf[off + 4:off + 8], "big")
             ln = (buf[off + 8] << 8) | buf[off + 9]
             off += 10
             if off + ln > len(buf):
-                raise Malformed("record data past the end")
+                raise ShortRead("record data past the end")
             if len(answers) < MAX_ANSWERS:
                 answers.append(DnsAnswer(name, type_name(t), ttl, _rdata(buf, t, off, ln)))
             else:
                 m.capped = True
             off += ln
+        # The authority and additional sections: walked (framing), not decoded.
+        m.extra = len(buf) - _skip_records(buf, off, rest)
+    except ShortRead:
+        m.malformed = m.short = True
     except (Malformed, IndexError, ValueError):
         m.malformed = True
     return m
@@ -271,25 +289,22 @@ def plausible(buf: bytes, whole: bool = True) -> bool:
             return False
     elif an > 1000 or ns > 1000 or ar > 1000:
         return False
-    try:
-        name, off = read_name(buf, 12)
-        if off + 4 > n or _netbios(name):
-            return False
-        qclass = ((buf[off + 2] << 8) | buf[off + 3]) & 0x7FFF  # mDNS's unicast bit
-        if qclass not in _QCLASSES:
-            return False
-        off += 4
-        if not whole:
-            return True
-        try:
-            off = _skip_records(buf, off, an + ns + ar)
-        except ShortRead:
+    m = parse(buf)
+    if m.qname is None or _netbios(m.qname) or (m.qclass & 0x7FFF) not in _QCLASSES:
+        return False  # (0x7FFF: mDNS's unicast-response bit)
+    if whole:
+        if m.malformed:
             # Whole header and question, then the bytes end inside a declared record: a
             # message cut by the capture's snap length (the record is tagged malformed).
-            return True
-    except (Malformed, IndexError):
-        return False
-    return off == n
+            return m.short
+        if m.extra:
+            return False
+    _last[0], _last[1] = buf, m
+    return True
+
+
+_last: list = [None, None]
+"""The message the last verdict parsed, so the analyzer it starts does not parse it again."""
 
 
 def dns_udp_verdict(payload: bytes, is_orig: bool, flow) -> bool:
@@ -359,7 +374,11 @@ class Pairing:
         self.pending: dict[tuple, PendingQuery] = {}
 
     def message(self, buf: bytes, ts: int, is_orig: bool) -> None:
-        m = parse(buf)
+        if _last[0] is not None and _last[0] == buf:
+            m = _last[1]
+            _last[0] = _last[1] = None
+        else:
+            m = parse(buf)
         if m is None:
             _count(self.l7, "malformed")
             return
