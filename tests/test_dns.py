@@ -173,6 +173,7 @@ def test_pairing_retransmission_no_response_no_query(tmp_path):
     assert [f.app_proto for f in res.flows] == ["dns"]
     assert res.flows[0].app_proto_source == "content"
     assert core.l7.dns_stats["retransmitted"] == 1
+    assert core.stats()["dns_retransmitted"] == 1 and core.stats()["dns_no_query"] == 1
 
 
 def test_dns_on_any_port_and_not_on_other_udp(tmp_path):
