@@ -263,3 +263,35 @@ def test_vxlan_decoder_03_dns_flows_named_by_content():
     assert dnsf and all(f.app_proto_source == "content" for f in dnsf)
     assert {f.dstport for f in dnsf} == {53}
     assert len(res.dns) == 8 and all(r.rcode_name == "NOERROR" and not r.tags for r in res.dns)
+
+
+def test_dns_over_tcp_gap_loses_framing_counted(tmp_path):
+    c = TcpConversation(C, S, 40002, 53).handshake()
+    q1, q2 = query("g1.example.com", 21), query("g2.example.com", 22)
+    framed = lambda m: struct.pack("!H", len(m)) + m  # noqa: E731
+    c.client(framed(q1))
+    c.server(framed(response("g1.example.com", [], 21)))
+    lost = c.client(framed(q2)[:10])   # never mirrored: the framing is lost after it
+    c.client(framed(q2)[10:])
+    c.server(framed(response("g2.example.com", [], 22)))
+    c.close()
+    res, core = core_run([write_pcap(tmp_path / "gap.pcap", c.frames(drop={lost}))])
+    got = sorted((r.query, r.tags) for r in res.dns)
+    # g1 paired; the client's framing is lost, so g2's response has no query to pair with.
+    assert got == [("g1.example.com", []), ("g2.example.com", ["no_query"])]
+    assert core.l7.dns_stats["tcp_framing_lost"] == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3000), st.binary(max_size=120)),
+                max_size=25))
+def test_tcp_analyzer_on_arbitrary_segments(segs):
+    l7 = L7()
+    a = dns.DnsTcpAnalyzer(l7, _FLOW, 0, 0, False)
+    for i, (orig, off, data) in enumerate(segs):
+        a.packet(SimpleNamespace(tcp_flags=0x18, ack=0, seq=1 + off, payload=data,
+                                 payload_len=len(data), ts_ns=i), orig)
+        if i == len(segs) // 2:
+            a = _roundtrip(a, l7, _FLOW)
+    a.finish(10**9)
+    assert all(r.transport == "tcp" for r in l7.dns)
