@@ -323,7 +323,7 @@ def _tcp_verdict(data: bytes, response: bool) -> bool | None:
         # Decide on the header and question when they are there (a long response).
         if len(msg) < 64:
             return None
-        return plausible(msg, whole=False) or None
+        return plausible(msg, whole=False)
     return plausible(msg)
 
 
