@@ -295,3 +295,16 @@ def test_tcp_analyzer_on_arbitrary_segments(segs):
             a = _roundtrip(a, l7, _FLOW)
     a.finish(10**9)
     assert all(r.transport == "tcp" for r in l7.dns)
+
+
+def test_tcp_verdicts():
+    q = query("v.example.com", 3)
+    r = response("v.example.com", [], 3)
+    framed = lambda m: struct.pack("!H", len(m)) + m  # noqa: E731
+    assert dns.dns_tcp_client_verdict(framed(q)) is True
+    assert dns.dns_tcp_server_verdict(framed(r)) is True
+    assert dns.dns_tcp_client_verdict(framed(r)) is False   # a response is no client's first
+    assert dns.dns_tcp_client_verdict(framed(q)[:9]) is None  # wait for the rest
+    assert dns.dns_tcp_client_verdict(b"\x00\x05hello") is False
+    assert dns.dns_tcp_client_verdict(b"\x00\x50" + b"\x00\x01\xff" * 30) is False  # decided
+    assert dns.dns_tcp_client_verdict(b"GET / HTTP/1.1\r\n") is False

@@ -268,13 +268,8 @@ def _netbios(name: str) -> bool:
     return len(first) == 32 and all("A" <= c <= "P" for c in first.upper())
 
 
-def plausible(buf: bytes, whole: bool = True) -> bool:
-    """Whether ``buf`` is a DNS message, by content: a sane header, exactly one question that
-    parses with a known class, and (``whole``) every section framed to the exact end of the
-    buffer. Used to name a flow dns on any port, so it errs on the side of saying no."""
-    n = len(buf)
-    if n < 17:
-        return False
+def _header_ok(buf: bytes) -> bool:
+    """The 12-byte header of a plausible message (see ``plausible``)."""
     flags = (buf[2] << 8) | buf[3]
     if (flags >> 11) & 0xF not in _OPCODES or flags & 0x0040:  # the Z bit is zero
         return False
@@ -282,11 +277,16 @@ def plausible(buf: bytes, whole: bool = True) -> bool:
     if qd != 1:
         return False
     if not flags & 0x8000:
-        if an or (ns and (flags >> 11) & 0xF != 5) or ar > 2:
-            return False
-        if flags & 0xF:  # a query carries no rcode
-            return False
-    elif an > 1000 or ns > 1000 or ar > 1000:
+        # A query: no answers, no rcode, authority records only in an UPDATE (opcode 5).
+        return not (an or (ns and (flags >> 11) & 0xF != 5) or ar > 2 or flags & 0xF)
+    return an <= 1000 and ns <= 1000 and ar <= 1000
+
+
+def plausible(buf: bytes, whole: bool = True) -> bool:
+    """Whether ``buf`` is a DNS message, by content: a sane header, exactly one question that
+    parses with a known class, and (``whole``) every section framed to the exact end of the
+    buffer. Used to name a flow dns on any port, so it errs on the side of saying no."""
+    if len(buf) < 17 or not _header_ok(buf):
         return False
     m = parse(buf)
     if m.qname is None or _netbios(m.qname) or (m.qclass & 0x7FFF) not in _QCLASSES:
@@ -320,6 +320,8 @@ def _tcp_verdict(data: bytes, response: bool) -> bool | None:
     if len(msg) >= 4 and bool(msg[2] & 0x80) != response:
         return False
     if len(msg) < ln:
+        if len(msg) >= 12 and not _header_ok(msg):
+            return False
         # Decide on the header and question when they are there (a long response).
         if len(msg) < 64:
             return None
