@@ -115,6 +115,10 @@ class Processor:
             out["reassembly_gaps"] = st.gaps
             out["reassembly_cap_hits"] = st.cap_hits
             out["reassembly_jumps"] = st.jumps
+            # DNS: malformed messages, retransmitted queries, responses without a query,
+            # pending queries reported early (stream_app/core/dns.py).
+            for name, n in (getattr(self.l7, "dns_stats", None) or {}).items():
+                out[f"dns_{name}"] = n
         if self.detectors is not None:
             ds = getattr(self.detectors.state, "stats", None) or {}
             out["detector_keys_evicted"] = ds.get("evicted_keys", 0)

@@ -90,6 +90,10 @@ class PartitionState:
             more = self.proc.tick()
             res.flows += more.flows
             res.http += more.http
+            res.alerts += more.alerts
+            res.dns += more.dns  # records the flows ended by the sweep made
+            res.tls += more.tls
+            res.ssh += more.ssh
         if batch.end_ns:
             # A replayed capture ended: report every flow as embedded mode does at the end of
             # the file, with the capture's last time rather than this partition's.
@@ -97,6 +101,9 @@ class PartitionState:
             res.flows += end.flows
             res.http += end.http
             res.alerts += end.alerts
+            res.dns += end.dns  # e.g. the queries left unanswered at the end
+            res.tls += end.tls
+            res.ssh += end.ssh
         self.offset = offset
         return res
 
