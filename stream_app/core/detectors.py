@@ -32,6 +32,7 @@ from typing import Protocol
 from urllib.parse import unquote_plus
 
 from schemas.records import Alert, FlowRecord, HttpTransaction
+from stream_app.core.detectors_tls import TLS_DETECTORS, RareFingerprintConfig, TlsCertConfig
 from stream_app.core.redact import DEFAULT as DEFAULT_REDACT
 from stream_app.core.redact import uri_digest
 
@@ -233,6 +234,8 @@ class DetectConfig:
     volume_spike: VolumeSpikeConfig | None = field(default_factory=VolumeSpikeConfig)
     beaconing: BeaconingConfig | None = field(default_factory=BeaconingConfig)
     http_attack: HttpAttackConfig | None = field(default_factory=HttpAttackConfig)
+    tls_certificate: TlsCertConfig | None = field(default_factory=TlsCertConfig)
+    rare_tls_fingerprint: RareFingerprintConfig | None = field(default_factory=RareFingerprintConfig)
     rate_limit: float = 300.0
     """At most one alert per (type, subject) per this many seconds of capture time."""
     lateness: float = 400.0
@@ -247,7 +250,8 @@ class DetectConfig:
         kinds = {"port_scan": PortScanConfig, "host_sweep": HostSweepConfig,
                  "syn_flood": SynFloodConfig, "unanswered_connections": UnansweredConfig,
                  "volume_spike": VolumeSpikeConfig, "beaconing": BeaconingConfig,
-                 "http_attack": HttpAttackConfig}
+                 "http_attack": HttpAttackConfig, "tls_certificate": TlsCertConfig,
+                 "rare_tls_fingerprint": RareFingerprintConfig}
         kw = {}
         for k, v in d.items():
             if k in kinds:
@@ -288,7 +292,7 @@ def _half_open(f: FlowRecord) -> bool:
 # Functions (engine, records) run on each batch's DNS and TLS records; filled by
 # stream_app/core/detectors_dns.py and detectors_tls.py.
 _DNS_DETECTORS: list = []
-_TLS_DETECTORS: list = []
+_TLS_DETECTORS: list = list(TLS_DETECTORS)
 
 
 # -- the engine -------------------------------------------------------------------------------
