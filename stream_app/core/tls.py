@@ -19,6 +19,8 @@ encrypted bulk costs nothing.
 from __future__ import annotations
 
 import hashlib
+from struct import unpack
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -121,7 +123,8 @@ class _Reader:
 
 
 def _u16s(b: bytes) -> list[int]:
-    return [int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b) - 1, 2)]
+    n = len(b) >> 1
+    return list(unpack(f">{n}H", b[:n * 2]))
 
 
 def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
@@ -267,10 +270,15 @@ def ja4s(sh: ServerHello, transport: str = "t") -> str:
     return f"{a}_{sh.cipher:04x}_{c}"
 
 
+@lru_cache(maxsize=1024)
 def parse_certificate(der: bytes) -> TlsCertificate:
     """One DER certificate with cryptography's x509. Self-signed: the issuer equals the
     subject and the signature verifies with the certificate's own key (a certificate that
-    only names itself as issuer but was signed by another key is not self-signed)."""
+    only names itself as issuer but was signed by another key is not self-signed).
+
+    Cached by the DER bytes: a service presents the same certificate on every connection,
+    and parsing plus a signature check is most of a TLS 1.2 handshake's cost
+    (bench/bench_tls.py). The cached record is shared: records are read, never changed."""
     from cryptography import x509
 
     cert = x509.load_der_x509_certificate(der)
