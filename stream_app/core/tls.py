@@ -130,11 +130,18 @@ def _u16s(b: bytes) -> list[int]:
 def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
     if not r.left():
         return []  # no extensions block at all (SSLv3-era hellos)
-    ext = _Reader(r.vec(2))
+    b = r.vec(2)
+    # Index arithmetic, not _Reader calls: this loop is most of a hello's parse cost.
     out = []
-    while ext.left():
-        t = ext.u16()
-        out.append((t, ext.vec(2)))
+    i, n = 0, len(b)
+    while i < n:
+        if i + 4 > n:
+            raise Malformed
+        j = i + 4 + ((b[i + 2] << 8) | b[i + 3])
+        if j > n:
+            raise Malformed
+        out.append(((b[i] << 8) | b[i + 1], b[i + 4:j]))
+        i = j
     return out
 
 
@@ -246,16 +253,24 @@ def ja4(ch: ClientHello, transport: str = "t") -> str:
     """FoxIO JA4 (technical_details/JA4.md): GREASE ignored everywhere; the version is the
     highest of supported_versions when sent; the extension hash leaves out SNI and ALPN
     but they count; signature algorithms in the order sent."""
-    versions = [v for v in ch.versions if not is_grease(v)]
-    ver = JA4_VERSIONS.get(max(versions) if versions else ch.version, "00")
-    ciphers = [c for c in ch.ciphers if not is_grease(c)]
-    exts = [e for e in ch.extensions if not is_grease(e)]
+    return _ja4(transport, ch.version, tuple(ch.versions), tuple(ch.ciphers),
+                tuple(ch.extensions), tuple(ch.sigalgs), ch.alpn[0] if ch.alpn else None)
+
+
+@lru_cache(maxsize=4096)
+def _ja4(transport: str, version: int, versions: tuple, ciphers: tuple, extensions: tuple,
+         sigalgs: tuple, alpn: str | None) -> str:
+    # Cached: the clients of a network are a few stacks sending the same hello again and again.
+    versions = [v for v in versions if not is_grease(v)]
+    ver = JA4_VERSIONS.get(max(versions) if versions else version, "00")
+    ciphers = [c for c in ciphers if not is_grease(c)]
+    exts = [e for e in extensions if not is_grease(e)]
     sni = "d" if EXT_SNI in exts else "i"
     a = (f"{transport}{ver}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}"
-         f"{_alpn_chars(ch.alpn[0] if ch.alpn else None)}")
+         f"{_alpn_chars(alpn)}")
     b = _hash12(",".join(sorted(f"{c:04x}" for c in ciphers))) if ciphers else "0" * 12
     rest = sorted(f"{e:04x}" for e in exts if e not in (EXT_SNI, EXT_ALPN))
-    sig = [f"{s:04x}" for s in ch.sigalgs if not is_grease(s)]
+    sig = [f"{s:04x}" for s in sigalgs if not is_grease(s)]
     text = ",".join(rest) + ("_" + ",".join(sig) if sig else "")
     c = _hash12(text) if rest else "0" * 12
     return f"{a}_{b}_{c}"
