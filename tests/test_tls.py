@@ -131,11 +131,18 @@ def _core():
     return Processor(CoreConfig(flows=FlowConfig(), l7=L7Config(), detect=None))
 
 
-def _run(pkts, core=None, roundtrip_at: int | None = None):
+def _run(pkts, core=None, roundtrip_at: int | None = None, codec_at: int | None = None):
     core = core or _core()
     out = []
     for i, p in enumerate(pkts):
         out += core.process([p]).tls
+        if codec_at is not None and i == codec_at:
+            # Today's snapshot path (stream_app/state/codec.py) pickles the whole flow.
+            from stream_app.state.codec import Codec
+            codec = Codec(b"k")
+            [(k, f)] = core.flows.flows.items()
+            assert isinstance(f.l7, TlsAnalyzer)
+            core.flows.flows[k] = codec.loads(codec.dumps(f, core), core)
         if roundtrip_at is not None and i == roundtrip_at:
             [f] = core.flows.flows.values()
             a = f.l7
@@ -181,6 +188,14 @@ def test_state_round_trip_mid_handshake_changes_nothing(at):
     again, _, _ = _run(pkts, roundtrip_at=at)
     assert len(plain) == len(again) == 1
     assert msgspec.structs.asdict(plain[0]) == msgspec.structs.asdict(again[0])
+
+
+@pytest.mark.parametrize("at", [150, 215])
+def test_flow_snapshot_mid_handshake_restores(at):
+    pkts = _tls12_conn(_cert(), 3).pkts
+    plain, _, _ = _run(pkts)
+    again, _, _ = _run(pkts, codec_at=at)
+    assert [msgspec.structs.asdict(t) for t in again] == [msgspec.structs.asdict(plain[0])]
 
 
 def test_session_id_echo_is_a_resumption_and_a_fatal_alert_a_failure():
@@ -348,6 +363,35 @@ def test_rare_fingerprint_after_warm_up_only():
     assert [(a.type, a.source) for a in alerts] == [("rare_tls_fingerprint", "10.0.0.66")]
     alerts = d.observe([], [], tls=[_hs_rec(2002.0, "10.0.0.67", "new-one")])
     assert alerts == []  # a second source: no longer rare (max_sources 1)
+
+
+def _rare_alerts(state_factory, engines: int):
+    cfg = DetectConfig(rare_tls_fingerprint=RareFingerprintConfig(warmup=600))
+    es = [Detectors(cfg, state=state_factory()) for _ in range(engines)]
+    recs = [_hs_rec(1000.0 + i, f"10.0.0.{i}", f"fp{i % 3}") for i in range(50)]
+    recs += [_hs_rec(2000.0, "10.0.0.9", "fp1"), _hs_rec(2001.0, "10.0.0.66", "new-one"),
+             _hs_rec(2002.0, "10.0.0.67", "new-one"), _hs_rec(2003.0, "10.0.0.68", "new-two")]
+    out = []
+    for i, r in enumerate(recs):  # records spread over the engines, as over workers
+        out += es[i % engines].observe([], [], tls=[r])
+    return [(a.alert_id, a.type, a.source) for a in out]
+
+
+def test_rare_fingerprint_the_same_with_workers_sharing_redis(tmp_path):
+    """Distributed mode: two engines sharing Redis (RedisDetectorState) alert as one
+    in-memory engine does."""
+    from stream_app.state.detectors import RedisDetectorState
+    from stream_app.state.store import RedisConfig, connect
+    from tests.services.redis_service import LocalRedis
+    alone = _rare_alerts(lambda: None, 1)
+    assert [a[2] for a in alone] == ["10.0.0.66", "10.0.0.68"]
+    r = LocalRedis(tmp_path / "redis")
+    r.start()
+    try:
+        client = connect(RedisConfig(url=r.url))
+        assert _rare_alerts(lambda: RedisDetectorState(client, prefix="md:tls"), 2) == alone
+    finally:
+        r.stop()
 
 
 def test_certificate_detector_only_for_internal_servers():

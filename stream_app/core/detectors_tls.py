@@ -92,15 +92,22 @@ def rare_fingerprints(engine, records) -> None:
     if c is None:
         return
     st = engine.state
+    start = None
+    seen = engine._seen  # the engine's per-batch memo
     for r in records:
         if r.ja4 is None:
             continue
-        start = st.get(("ja4", "start"))
-        if start is None:
-            start = r.ts
-            st.put(("ja4", "start"), start, r.ts + c.memory)
+        if start is None:  # one read per batch (a Redis round trip in distributed mode)
+            start = st.get(("ja4", "start"))
+            if start is None:
+                start = r.ts
+                st.put(("ja4", "start"), start, r.ts + c.memory)
         ws = r.ts - r.ts % c.window
         we = ws + c.window
+        memo = ("ja4", r.ja4, r.srcaddr, ws)
+        if memo in seen:  # the same client and fingerprint again in this batch: no news
+            continue
+        seen.add(memo)
         sources = st.add_distinct(("ja4src", r.ja4, ws), r.srcaddr, we + engine.config.lateness)
         known = st.get(("ja4", r.ja4))
         first = r.ts if known is None else min(known, r.ts)
