@@ -372,7 +372,12 @@ class _Side:
                 i += 4 + length
             self.hs = hs[i:] if i < n else b""
         elif ctype == CCS:
-            self.ccs = self.encrypted = True
+            self.ccs = True
+            sh = a.sh
+            # TLS 1.3 sends a dummy ChangeCipherSpec for middleboxes (RFC 8446 D.4), also
+            # right after a HelloRetryRequest, before the real ServerHello: not encryption.
+            if not (a.retry or (sh is not None and sh.version >= 0x0304)):
+                self.encrypted = True
             a.progress(ts)
         elif ctype == ALERT:
             if not self.encrypted and len(body) >= 2:
@@ -419,6 +424,10 @@ class TlsAnalyzer:
 
     __slots__ = ("l7", "flow", "orig", "resp", "ch", "ch_raw", "sh", "sh_raw", "ts_ns",
                  "certs", "alert", "failed", "tags", "done")
+
+    @property
+    def retry(self) -> bool:
+        return "hello_retry" in self.tags
     waiting = None
 
     def __init__(self, l7, flow, isn_orig, isn_resp, midstream: bool):

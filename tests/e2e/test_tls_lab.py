@@ -109,13 +109,15 @@ def _servers(lab: Lab, d: Path, tshark: str) -> Iterator[None]:
                   "-key", str(exp_key), "-www"],
                  ["openssl", "s_server", "-accept", f"{SERVER}:8443", "-cert", str(d / "self.pem"),
                   "-key", str(d / "self.key"), "-www", "-tls1_2"],
+                 ["openssl", "s_server", "-accept", f"{SERVER}:9443", "-cert", str(d / "self.pem"),
+                  "-key", str(d / "self.key"), "-www", "-groups", "P-256"],
                  ["python3", "-c", SSH_SERVER, SERVER, banner, kexinit])]
     try:
         def up() -> bool:
             for p in procs:
                 if p.poll() is not None:
                     pytest.fail(f"a lab server exited with {p.returncode}", pytrace=False)
-            r = lab.run(lab.client, "bash", "-c", f"for p in 4433 443 8443 2222; do "
+            r = lab.run(lab.client, "bash", "-c", f"for p in 4433 443 8443 9443 2222; do "
                         f"timeout 1 bash -c \"</dev/tcp/{SERVER}/$p\" || exit 1; done", check=False)
             return r.returncode == 0
         wait_until(up, 20, what="the TLS and SSH servers in the lab to listen")
@@ -139,6 +141,9 @@ CLIENTS = [
     ("resume_2", ["openssl", "s_client", "-connect", f"{SERVER}:8443", "-tls1_2",
                   "-sess_in", "{d}/sess"]),
     ("failed_13_vs_12", ["openssl", "s_client", "-connect", f"{SERVER}:8443", "-tls1_3"]),
+    # The client's key share is X25519, the server takes only P-256: a HelloRetryRequest.
+    ("hello_retry", ["openssl", "s_client", "-connect", f"{SERVER}:9443", "-tls1_3", "-groups",
+                     "X25519:P-256"]),
     ("ssh", ["ssh", "-p", "2222", "-o", "StrictHostKeyChecking=no", "-o",
              "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
              f"mst@{SERVER}"]),
@@ -213,6 +218,8 @@ def test_tls_records_from_real_clients(ours):
     assert r2.established and r2.version == "TLSv1.2"
     assert not failed.established and failed.alert == "protocol_version"
     assert "failed" in failed.tags and failed.version is None
+    [hrr] = _by_server(ours, 9443)
+    assert hrr.tags == ["hello_retry"] and hrr.established and hrr.version == "TLSv1.3"
     flows = {(f.dstport, f.srcport): f for f in ours.flows if f.dstaddr == SERVER}
     for t in ours.tls:
         f = flows[(t.dstport, t.srcport)]
@@ -223,7 +230,7 @@ def test_tls_records_from_real_clients(ours):
 def test_tls_matches_tshark(capture, ours, tshark):
     theirs = tshark_tls(tshark, capture[0])
     mine = {(t.srcaddr, t.srcport): t for t in ours.tls}
-    assert set(theirs) == set(mine) and len(mine) == 7
+    assert set(theirs) == set(mine) and len(mine) == 8
     for key, h in theirs.items():
         t = mine[key]
         assert (t.server_name, t.alpn_offered, t.ja4) == (h["server_name"], h["alpn_offered"],
