@@ -431,3 +431,14 @@ def test_corpus_tls_matches_tshark(tshark):
             assert (mine[k].ja4, mine[k].ja4s, mine[k].server_name) == (
                 h.get("ja4"), h.get("ja4s"), h.get("server_name")), path.name
     assert seen == ["connect-with-header.pcap"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300))
+def test_a_certificate_cryptography_rejects_is_tagged_not_fatal(junk):
+    c = Conn().handshake()
+    c.c(_client_hello())
+    c.s(_server_flight(b"\x30\x82" + junk))
+    [t], _, _ = _run(c.close().pkts)
+    assert t.version == "TLSv1.2" and t.ja4 and t.cert_chain == []
+    assert "bad_certificate" in t.tags
