@@ -9,6 +9,7 @@ import click
 
 from stream_app.core.flowtable import FlowConfig
 from stream_app.lazycli import LazyConsole, LazyGroup
+from stream_app.cli.options import protocols_option
 from stream_app.redact_options import redact_options
 
 # rich, the decoder and the other commands are imported when used, so `mirrorscope --help` and
@@ -92,7 +93,9 @@ def embedded_finish(out_dir, totals: dict) -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--http/--no-http", "http", default=True, show_default=True,
-              help="Extract HTTP/1.x transactions to OUT/http.jsonl (on any port).")
+              help="Application-layer analysis (HTTP/1.x, TLS, DNS, SSH on any port, by "
+                   "content); --no-http: flow records only, payloads not kept.")
+@protocols_option
 @click.option("--keep-credentials", is_flag=True,
               help="Keep Authorization, Proxy-Authorization, Cookie and Set-Cookie values, "
                    "and credentials in URIs and Referer (by default they are redacted).")
@@ -116,7 +119,7 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
             active_timeout: float,
             close_linger: float, max_flows: int, progress: bool | None, http: bool, keep_credentials: bool,
             s3_bucket: str | None, cloudwatch: bool, detect: bool, detect_config: Path | None,
-            as_json: bool, pure_python: bool) -> None:
+            as_json: bool, pure_python: bool, protocols: frozenset[str]) -> None:
     """Read capture files (pcap or pcapng, optionally .gz; VXLAN/GENEVE-encapsulated mirror
     traffic or plain) and write one flow record per flow to OUT/flows.jsonl and one record per
     HTTP transaction to OUT/http.jsonl; alerts to OUT/alerts.jsonl."""
@@ -137,7 +140,8 @@ def analyze(captures: tuple[Path, ...], out_dir: Path, idle_timeout: float, tcp_
                      close_linger=close_linger, max_flows=max_flows)
     from stream_app.redact_options import redact_config
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
-                                  redact=redact_config())) if http else None
+                                  redact=redact_config()),
+                  protocols=protocols) if http else None
     dcfg = detect_config_from(detect_config) if detect else None
     extra = None
     if s3_bucket or cloudwatch:

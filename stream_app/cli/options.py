@@ -59,3 +59,24 @@ def redact(url: str) -> str:
     return url
 
 
+
+
+ALL_PROTOCOLS = ("http", "tls", "dns", "ssh")
+
+
+def _parse_protocols(_ctx, param, value):
+    if value is None:
+        return frozenset(ALL_PROTOCOLS)
+    names = {p.strip().lower() for p in str(value).split(",") if p.strip()}
+    bad = names - set(ALL_PROTOCOLS)
+    if bad:
+        raise click.BadParameter(f"unknown protocol(s) {', '.join(sorted(bad))}; "
+                                 f"choose from {', '.join(ALL_PROTOCOLS)}", param=param)
+    return frozenset(names)
+
+
+protocols_option = click.option(
+    "--protocols", envvar="MIRRORSCOPE_PROTOCOLS", default=None, metavar="LIST",
+    callback=_parse_protocols, show_default="http,tls,dns,ssh",
+    help="Application protocols recognised by content and logged (comma-separated from "
+         "http, tls, dns, ssh). --no-http turns all application analysis off.")

@@ -237,6 +237,7 @@ class L7:
         from stream_app.core.protocols import tcp_protocols, udp_protocols
         self.tcp_protocols = [p for p in tcp_protocols() if p.name in self.config.protocols]
         self.udp_protocols = [p for p in udp_protocols() if p.name in self.config.protocols]
+        self.http_on = "http" in self.config.protocols
         self.flows_by_proto: dict[str, int] = {}
         """Flows whose protocol content decided, by protocol (http counted in http_flows)."""
         self.dns: list = []
@@ -269,15 +270,18 @@ class L7:
         held.append((r, is_orig))
         cbytes = _first_bytes(held, True, f.isn_orig)
         sbytes = _first_bytes(held, False, f.isn_resp)
-        client = _verdict(cbytes, True)
-        server = _verdict(sbytes, False)
-        if client or server:
-            self._start(f, r, held)
-            return
-        # HTTP is ruled out when the server's first bytes are no status line, or the client
-        # sent more after bytes that begin no request without an answer.
-        undecided = not (server is False or (client is False and is_orig
-                                              and sum(o for _, o in held) > 1))
+        if self.http_on:
+            client = _verdict(cbytes, True)
+            server = _verdict(sbytes, False)
+            if client or server:
+                self._start(f, r, held)
+                return
+            # HTTP is ruled out when the server's first bytes are no status line, or the
+            # client sent more after bytes that begin no request without an answer.
+            undecided = not (server is False or (client is False and is_orig
+                                                  and sum(o for _, o in held) > 1))
+        else:
+            undecided = False
         for p in self.tcp_protocols:
             c = p.client(cbytes) if cbytes is not None else None
             sv = p.server(sbytes) if sbytes is not None else None
@@ -351,6 +355,16 @@ class L7:
         """A connection picked up without its handshake: find a message start."""
         data = r.payload
         start = 0
+        if not self.http_on:
+            if _tls_record(data) and any(p.name == "tls" for p in self.tcp_protocols):
+                self.flows_by_proto["tls"] = self.flows_by_proto.get("tls", 0) + 1
+                f.app_proto = "tls"
+                f.l7 = False
+                return
+            f.l7_tries += 1
+            if f.l7_tries >= MIDSTREAM_TRIES:
+                f.l7 = False
+            return
         if not looks_like_http(data, is_orig):
             m = (_RESYNC_REQUEST if is_orig else _RESYNC_RESPONSE).search(data)
             if m is None:
