@@ -102,8 +102,9 @@ def _server_flight(cert: bytes, sid: bytes = b"", record_size: int = 700) -> byt
           + (5 + 15).to_bytes(2, "big") + b"\xff\x01\x00\x01\x00"
           + b"\x00\x10\x00\x0b\x00\x09\x08http/1.1")
     chain = len(cert).to_bytes(3, "big") + cert
-    msgs = _hs(2, sh) + _hs(11, len(chain).to_bytes(3, "big") + chain) + _hs(14, b"")
-    return _records(22, msgs, record_size)  # the certificate spans several records
+    msgs = _hs(11, len(chain).to_bytes(3, "big") + chain) + _hs(14, b"")
+    # The ServerHello in a record of its own, the certificate across several.
+    return _records(22, _hs(2, sh)) + _records(22, msgs, record_size)
 
 
 def _client_hello() -> bytes:
@@ -442,3 +443,20 @@ def test_a_certificate_cryptography_rejects_is_tagged_not_fatal(junk):
     [t], _, _ = _run(c.close().pkts)
     assert t.version == "TLSv1.2" and t.ja4 and t.cert_chain == []
     assert "bad_certificate" in t.tags
+
+
+def test_bytes_lost_in_the_certificate_flight_are_a_gap_not_garbage():
+    pkts = _tls12_conn(_cert(), 100).pkts
+    server = [i for i, p in enumerate(pkts) if p.sport == 80 and p.payload_len]
+    del pkts[server[1]]  # a segment inside the certificate: never captured
+    [t], _, _ = _run(pkts)
+    assert t.version == "TLSv1.2" and t.ja4 and "gap" in t.tags
+    assert t.cert_chain == [] and not t.established
+
+
+def test_an_overlong_ssh_banner_is_malformed():
+    c = Conn().handshake()
+    c.c(b"SSH-2.0-" + b"x" * 400 + b"\r\n")
+    c.s(b"SSH-2.0-OpenSSH_9.2\r\n")
+    [s] = _ssh_run(c.close().pkts)
+    assert s.client is None and "malformed" in s.tags  # reported at once, and left

@@ -21,6 +21,7 @@ from stream_app.core.reassembly import Direction
 
 NS = 1_000_000_000
 SYN = 0x02
+ACK = 0x10
 MAX_LINE = 255
 MAX_PRE = 8192
 """Lines a server may send before its version line (RFC 4253 4.2)."""
@@ -177,7 +178,12 @@ class SshAnalyzer:
         self.done = False
 
     def packet(self, r, is_orig: bool) -> None:
-        d = self.orig if is_orig else self.resp
+        if is_orig:
+            d, peer = self.orig, self.resp
+        else:
+            d, peer = self.resp, self.orig
+        if r.tcp_flags & ACK and peer.pending:
+            peer.acked(r.ack, r.ts_ns)  # acknowledged, never captured: a gap now
         if r.tcp_flags & SYN:
             d.syn(r.seq)
         elif r.payload_len:

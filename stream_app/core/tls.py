@@ -30,6 +30,7 @@ from stream_app.core.reassembly import Direction
 
 NS = 1_000_000_000
 SYN = 0x02
+ACK = 0x10
 MAX_RECORD = (1 << 14) + 2048
 """TLSCiphertext's largest length (RFC 8446 5.2); anything longer is not TLS."""
 MAX_HANDSHAKE = 1 << 16
@@ -453,7 +454,14 @@ class TlsAnalyzer:
 
     # --- the analyzer interface -----------------------------------------------------------
     def packet(self, r, is_orig: bool) -> None:
-        d = self.orig if is_orig else self.resp
+        if is_orig:
+            d, peer = self.orig, self.resp
+        else:
+            d, peer = self.resp, self.orig
+        if r.tcp_flags & ACK and peer.pending:
+            # Acknowledged but not captured: the hole is lost, not late (a gap now, not at
+            # the flow's end).
+            peer.acked(r.ack, r.ts_ns)
         if r.tcp_flags & SYN:
             d.syn(r.seq)
         elif r.payload_len:
