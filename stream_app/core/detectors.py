@@ -34,6 +34,7 @@ from urllib.parse import unquote_plus
 from schemas.records import Alert, FlowRecord, HttpTransaction
 from stream_app.core.detectors_dns import DETECTORS as DNS_DETECTORS
 from stream_app.core.detectors_dns import DnsTunnelConfig, NxdomainStormConfig
+from stream_app.core.detectors_tls import TLS_DETECTORS, RareFingerprintConfig, TlsCertConfig
 from stream_app.core.redact import DEFAULT as DEFAULT_REDACT
 from stream_app.core.redact import uri_digest
 
@@ -237,6 +238,8 @@ class DetectConfig:
     http_attack: HttpAttackConfig | None = field(default_factory=HttpAttackConfig)
     dns_tunnel: DnsTunnelConfig | None = field(default_factory=DnsTunnelConfig)
     nxdomain_storm: NxdomainStormConfig | None = field(default_factory=NxdomainStormConfig)
+    tls_certificate: TlsCertConfig | None = field(default_factory=TlsCertConfig)
+    rare_tls_fingerprint: RareFingerprintConfig | None = field(default_factory=RareFingerprintConfig)
     rate_limit: float = 300.0
     """At most one alert per (type, subject) per this many seconds of capture time."""
     lateness: float = 400.0
@@ -252,7 +255,8 @@ class DetectConfig:
                  "syn_flood": SynFloodConfig, "unanswered_connections": UnansweredConfig,
                  "volume_spike": VolumeSpikeConfig, "beaconing": BeaconingConfig,
                  "http_attack": HttpAttackConfig, "dns_tunnel": DnsTunnelConfig,
-                 "nxdomain_storm": NxdomainStormConfig}
+                 "nxdomain_storm": NxdomainStormConfig, "tls_certificate": TlsCertConfig,
+                 "rare_tls_fingerprint": RareFingerprintConfig}
         kw = {}
         for k, v in d.items():
             if k in kinds:
@@ -293,7 +297,7 @@ def _half_open(f: FlowRecord) -> bool:
 # Functions (engine, records) run on each batch's DNS and TLS records; filled by
 # stream_app/core/detectors_dns.py and detectors_tls.py.
 _DNS_DETECTORS: list = list(DNS_DETECTORS)
-_TLS_DETECTORS: list = []
+_TLS_DETECTORS: list = list(TLS_DETECTORS)
 
 
 # -- the engine -------------------------------------------------------------------------------
