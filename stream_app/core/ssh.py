@@ -12,12 +12,11 @@ the flow detached: the encrypted session costs nothing.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import msgspec
 
 from schemas.records import SshSession
-from stream_app.core.reassembly import Direction
+from stream_app.core.reassembly import Direction, DirectionState
 
 NS = 1_000_000_000
 SYN = 0x02
@@ -137,7 +136,7 @@ class _Side:
         pass
 
 
-class SshState(msgspec.Struct, tag="ssh"):
+class SshState(msgspec.Struct, tag="ssh", array_like=True):
     """An SshAnalyzer's state between batches (plain fields only)."""
 
     ts_ns: int | None
@@ -152,9 +151,9 @@ class SshState(msgspec.Struct, tag="ssh"):
     resp_pre: int
     orig_next: int | None
     resp_next: int | None
-    orig_dir: Any = None
-    """Direction.to_state() once reassembly provides it."""
-    resp_dir: Any = None
+    orig_dir: DirectionState | None = None
+    """Each direction's reassembly, with out-of-order segments held."""
+    resp_dir: DirectionState | None = None
 
 
 class SshAnalyzer:
@@ -239,8 +238,7 @@ class SshAnalyzer:
 
     def to_state(self) -> SshState:
         c, s = self.orig.consumer, self.resp.consumer
-        od = self.orig.to_state() if hasattr(self.orig, "to_state") else None
-        rd = self.resp.to_state() if hasattr(self.resp, "to_state") else None
+        od, rd = self.orig.to_state(), self.resp.to_state()
         return SshState(self.ts_ns, list(self.tags), c.buf, c.banner,
                         c.kex.lists if c.kex else None, c.pre, s.buf, s.banner,
                         s.kex.lists if s.kex else None, s.pre, self.orig.next_seq,
@@ -249,10 +247,10 @@ class SshAnalyzer:
     @classmethod
     def from_state(cls, st: SshState, l7, flow) -> SshAnalyzer:
         a = cls(l7, flow, None, None, False)
-        if st.orig_dir is not None and hasattr(Direction, "from_state"):
-            a.orig = Direction.from_state(st.orig_dir, a.orig.consumer, l7)
-        if st.resp_dir is not None and hasattr(Direction, "from_state"):
-            a.resp = Direction.from_state(st.resp_dir, a.resp.consumer, l7)
+        if st.orig_dir is not None:
+            a.orig = Direction.from_state(st.orig_dir, a.orig.consumer, l7.stats)
+        if st.resp_dir is not None:
+            a.resp = Direction.from_state(st.resp_dir, a.resp.consumer, l7.stats)
         a.orig.next_seq, a.resp.next_seq = st.orig_next, st.resp_next
         a.ts_ns, a.tags = st.ts_ns, list(st.tags)
         for side, buf, banner, kex, pre in (

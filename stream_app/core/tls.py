@@ -21,12 +21,11 @@ from __future__ import annotations
 import hashlib
 from struct import unpack
 from functools import lru_cache
-from typing import Any
 
 import msgspec
 
 from schemas.records import TlsCertificate, TlsHandshake
-from stream_app.core.reassembly import Direction
+from stream_app.core.reassembly import Direction, DirectionState
 
 NS = 1_000_000_000
 SYN = 0x02
@@ -396,7 +395,7 @@ class _Side:
         pass
 
 
-class TlsState(msgspec.Struct, tag="tls"):
+class TlsState(msgspec.Struct, tag="tls", array_like=True):
     """A TlsAnalyzer's state between batches: plain fields; the parsed hellos are kept as
     their raw message bytes and parsed again when restored."""
 
@@ -415,9 +414,9 @@ class TlsState(msgspec.Struct, tag="tls"):
     resp_flags: int
     orig_next: int | None
     resp_next: int | None
-    orig_dir: Any = None
-    """Direction.to_state() once reassembly provides it (out-of-order segments held)."""
-    resp_dir: Any = None
+    orig_dir: DirectionState | None = None
+    """Each direction's reassembly, with out-of-order segments held."""
+    resp_dir: DirectionState | None = None
 
 
 class TlsAnalyzer:
@@ -578,8 +577,7 @@ class TlsAnalyzer:
     # --- state without pickle -------------------------------------------------------------
     def to_state(self) -> TlsState:
         o, s = self.orig.consumer, self.resp.consumer
-        od = self.orig.to_state() if hasattr(self.orig, "to_state") else None
-        rd = self.resp.to_state() if hasattr(self.resp, "to_state") else None
+        od, rd = self.orig.to_state(), self.resp.to_state()
         return TlsState(self.ch_raw, self.sh_raw, self.ts_ns, list(self.certs), self.alert,
                         self.failed, list(self.tags), o.buf, o.hs, _flags(o), s.buf, s.hs,
                         _flags(s), self.orig.next_seq, self.resp.next_seq, od, rd)
@@ -587,10 +585,10 @@ class TlsAnalyzer:
     @classmethod
     def from_state(cls, st: TlsState, l7, flow) -> TlsAnalyzer:
         a = cls(l7, flow, None, None, False)
-        if st.orig_dir is not None and hasattr(Direction, "from_state"):
-            a.orig = Direction.from_state(st.orig_dir, a.orig.consumer, l7)
-        if st.resp_dir is not None and hasattr(Direction, "from_state"):
-            a.resp = Direction.from_state(st.resp_dir, a.resp.consumer, l7)
+        if st.orig_dir is not None:
+            a.orig = Direction.from_state(st.orig_dir, a.orig.consumer, l7.stats)
+        if st.resp_dir is not None:
+            a.resp = Direction.from_state(st.resp_dir, a.resp.consumer, l7.stats)
         a.orig.next_seq, a.resp.next_seq = st.orig_next, st.resp_next
         a.ch_raw, a.sh_raw, a.ts_ns = st.client_hello, st.server_hello, st.ts_ns
         a.ch = parse_client_hello(st.client_hello) if st.client_hello is not None else None
