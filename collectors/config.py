@@ -28,8 +28,11 @@ ENV_PREFIX = "MIRRORSCOPE_"
 
 Transport = Literal["kafka", "kinesis", "null", "embedded"]
 
-# The L7 ports whose payload is kept whole by default (HTTP and its usual alternates).
-DEFAULT_PAYLOAD_PORTS = [80, 3000, 5000, 8000, 8008, 8080, 8081, 8888, 9000]
+# The L7 ports whose payload is kept whole by default: HTTP and its usual alternates, and the
+# DNS, TLS (443, DNS over TLS 853) and SSH ports the stream app logs. TLS and SSH analysis
+# stop after the handshake, but the collector is stateless and still ships their bulk data:
+# a deployment that wants less traffic narrows this list (docs/collectors.md).
+DEFAULT_PAYLOAD_PORTS = [22, 53, 80, 443, 853, 3000, 5000, 8000, 8008, 8080, 8081, 8888, 9000]
 
 
 class PortRange(msgspec.Struct, forbid_unknown_fields=True):

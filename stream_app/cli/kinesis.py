@@ -81,7 +81,7 @@ def kinesis_worker(stream, region, endpoint_url, app_name, worker_id, lease_ms, 
                    s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
                    aws_timeout, aws_attempts, checkpoint_interval, idle_advance, http,
                    keep_credentials, detect, detect_config, bind, health_port, metrics_port,
-                   log_level):
+                   log_level, protocols=None):
     """Consume the collectors' Kinesis stream with the stream core: shards are leased among
     the workers through Redis (each takes at most its share, a dead worker's shards move to
     the others when their leases expire) and per-flow state is checkpointed in Redis with the
@@ -127,7 +127,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
                 s3_bucket, cloudwatch_namespace, cloudwatch_log_group,
                 aws_timeout, aws_attempts, checkpoint_interval, idle_advance, http,
                 keep_credentials, detect, detect_config, bind, health_port, metrics_port,
-                log_level) -> int:
+                log_level, protocols=None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from botocore.exceptions import NoRegionError
@@ -153,7 +153,7 @@ async def _main(stream, region, endpoint_url, app_name, worker_id, lease_ms, sha
         raise click.UsageError("no AWS region: --region, or AWS_REGION") from None
     st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
                      keep_credentials, detect, detect_config, detect_prefix=f"md:{app_name}",
-                     insecure_dev_key=insecure_dev_key)
+                     insecure_dev_key=insecure_dev_key, protocols=protocols)
     runtime = Runtime(st.store, Codec(st.key), CoreConfig(l7=st.l7, detect=None),
                       RuntimeConfig(checkpoint_interval=checkpoint_interval,
                                     idle_advance=idle_advance, contiguous_offsets=False,

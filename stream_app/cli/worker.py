@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import click
 
+from stream_app.cli.options import protocols_option
+
 from stream_app.cli.options import detect_config_from, load_config, redact, result_topic_options
 from stream_app.secretopts import not_on_command_line
 
@@ -48,7 +50,9 @@ def state_options(f):
                      help="Wall-clock seconds of silence after which a partition's (or "
                           "shard's) idle flows end."),
         click.option("--http/--no-http", "http", default=True, show_default=True,
-                     help="Extract HTTP/1.x transactions."),
+                     help="Application-layer analysis (HTTP/1.x, TLS, DNS, SSH by content); "
+                          "--no-http: flow records only."),
+        protocols_option,
         click.option("--keep-credentials", is_flag=True,
                      help="Keep Authorization and cookie values, and credentials in URIs "
                           "(redacted by default)."),
@@ -79,7 +83,7 @@ class StateSetup:
 
 def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
                 keep_credentials, detect, detect_config, detect_prefix: str,
-                insecure_dev_key: bool = False) -> StateSetup:
+                insecure_dev_key: bool = False, protocols=None) -> StateSetup:
     from pathlib import Path
 
     from stream_app.core.detectors import Detectors
@@ -103,7 +107,8 @@ def state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_fi
         detectors = Detectors(dcfg, state=dstate)
     from stream_app.redact_options import redact_config
     l7 = L7Config(http=HttpConfig(keep_credentials=keep_credentials,
-                                  redact=redact_config())) if http else None
+                                  redact=redact_config()),
+                  **({"protocols": protocols} if protocols else {})) if http else None
     return StateSetup(rcfg, client, RedisStore(client), key, l7, detectors, dstate)
 
 
@@ -158,7 +163,7 @@ def worker(bootstrap, group, packet_topic, topics, redis_url,
            idle_advance, http, keep_credentials, detect, detect_config, web_port, metrics_port,
            web_bind,
            datadir, kafka_security, kafka_sasl_mechanism, kafka_ca, processes, session_timeout,
-           log_level):
+           log_level, protocols=None):
     """Consume the packet topic with the stream core (a Faust app; one consumer group, as
     many workers as the topic has partitions) and publish flow, HTTP, DNS, TLS, SSH and alert
     records.
@@ -178,7 +183,7 @@ def worker(bootstrap, group, packet_topic, topics, redis_url,
         logging.getLogger(name).setLevel(logging.WARNING if log_level != "debug" else logging.DEBUG)
     st = state_setup(redis_url, redis_cluster, redis_password, redis_ca, state_key_file, http,
                      keep_credentials, detect, detect_config, detect_prefix=f"md:{group}",
-                     insecure_dev_key=insecure_dev_key)
+                     insecure_dev_key=insecure_dev_key, protocols=protocols)
     core = CoreConfig(l7=st.l7, detect=None)
     rt = RuntimeConfig(checkpoint_interval=checkpoint_interval, idle_advance=idle_advance)
     if processes > 1:
