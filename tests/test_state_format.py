@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 from schemas.records import FlowRecord, HttpTransaction
+from stream_app.core.l7 import HttpAnalyzer
 from stream_app.core.processor import CoreConfig
 from stream_app.state.codec import TAG_LEN, VERSION, Codec, StateError
 from stream_app.state.partition import Meta, PartitionState
@@ -73,7 +74,7 @@ _HEALTH = {"handshake_rtt_resp": None, "handshake_rtt_orig": None, "orig_retrans
 
 
 def _no_health(f: FlowRecord) -> FlowRecord:
-    return msgspec.structs.replace(f, **_HEALTH)
+    return msgspec.structs.replace(f, app_proto=None, app_proto_source=None, **_HEALTH)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -98,9 +99,10 @@ def test_stored_state_of_a_release_is_continued(version, capture, seed):
         for off in range(part.cut + 1):
             whole.apply(off, log[off])
         if version == 1:
-            # That release kept no TCP health state (FlowRecord's TCP health fields came
-            # after it): a flow it saved counts health from the upgrade on. Every other
-            # field is as that release made it.
+            # That release kept no TCP health state and named no protocol but HTTP by
+            # content (FlowRecord's TCP health fields and DNS/TLS/SSH came after it): a flow
+            # it saved counts health from the upgrade on and keeps its protocol decision.
+            # Every other field is as that release made it.
             assert [_no_health(f) for f in flows] == [_no_health(f) for f in part.flows]
             assert http == part.http
             uninterrupted = results_from(whole, log, part.cut + 1)
@@ -154,7 +156,7 @@ def test_restore_at_every_batch_boundary_changes_nothing(capture, seed):
             for f in st.proc.flows.flows.values():
                 a = f.l7
                 seen["held"] += bool(f.l7_held)
-                if a:
+                if isinstance(a, HttpAnalyzer):
                     seen["analyzers"] += 1
                     seen["pending"] += bool(a.orig.pending or a.resp.pending)
                     seen["waiting"] += bool(a.waiting)
@@ -177,7 +179,7 @@ def test_round_trips_covered_every_kind_of_held_object():
                 for f in st.proc.flows.flows.values():
                     a = f.l7
                     kinds["held"] += bool(f.l7_held)
-                    if not a:
+                    if not isinstance(a, HttpAnalyzer):
                         continue
                     kinds["pending"] += bool(a.orig.pending or a.resp.pending)
                     kinds["waiting"] += bool(a.waiting)
@@ -379,7 +381,7 @@ def test_fixtures_hold_every_kind_of_object(version):
             for f in st.proc.flows.flows.values():
                 kinds["held"] += bool(f.l7_held)
                 a = f.l7
-                if a:
+                if isinstance(a, HttpAnalyzer):
                     kinds["http"] += 1
                     kinds["pending"] += bool(a.orig.pending or a.resp.pending)
                     kinds["waiting"] += bool(a.waiting)

@@ -16,11 +16,10 @@ import hashlib
 import msgspec
 
 from schemas.records import SshSession
+from stream_app.core.handshake import HandshakeAnalyzer
 from stream_app.core.reassembly import Direction, DirectionState
 
 NS = 1_000_000_000
-SYN = 0x02
-ACK = 0x10
 MAX_LINE = 255
 MAX_PRE = 8192
 """Lines a server may send before its version line (RFC 4253 4.2)."""
@@ -156,48 +155,13 @@ class SshState(msgspec.Struct, tag="ssh", array_like=True):
     resp_dir: DirectionState | None = None
 
 
-class SshAnalyzer:
+class SshAnalyzer(HandshakeAnalyzer):
     """One TCP connection's SSH banners and key-exchange offers."""
 
-    __slots__ = ("l7", "flow", "orig", "resp", "ts_ns", "tags", "done")
-    waiting = None
+    __slots__ = ()
 
     def __init__(self, l7, flow, isn_orig, isn_resp, midstream: bool):
-        self.l7 = l7
-        self.flow = flow
-        cap = l7.config.reassembly_cap
-        self.orig = Direction(_Side(self, True), cap, l7.stats)
-        self.resp = Direction(_Side(self, False), cap, l7.stats)
-        if isn_orig is not None:
-            self.orig.syn(isn_orig)
-        if isn_resp is not None:
-            self.resp.syn(isn_resp)
-        self.ts_ns: int | None = None
-        self.tags: list[str] = []
-        self.done = False
-
-    def packet(self, r, is_orig: bool) -> None:
-        if is_orig:
-            d, peer = self.orig, self.resp
-        else:
-            d, peer = self.resp, self.orig
-        if r.tcp_flags & ACK and peer.pending:
-            peer.acked(r.ack, r.ts_ns)  # acknowledged, never captured: a gap now
-        if r.tcp_flags & SYN:
-            d.syn(r.seq)
-        elif r.payload_len:
-            d.segment(r.seq, r.payload, r.payload_len, r.ts_ns)
-
-    def finish(self, ts: int) -> None:
-        if not self.done:
-            self.orig.end(ts)
-            self.resp.end(ts)
-            self.emit()
-
-    def abandon(self) -> None:
-        if not self.done:
-            self.tags.append("analyzer_error")
-            self.emit()
+        super().__init__(l7, flow, isn_orig, isn_resp, _Side)
 
     def progress(self) -> None:
         if self.orig.consumer.kex is not None and self.resp.consumer.kex is not None:

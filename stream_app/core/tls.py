@@ -25,11 +25,10 @@ from functools import lru_cache
 import msgspec
 
 from schemas.records import TlsCertificate, TlsHandshake
+from stream_app.core.handshake import HandshakeAnalyzer
 from stream_app.core.reassembly import Direction, DirectionState
 
 NS = 1_000_000_000
-SYN = 0x02
-ACK = 0x10
 MAX_RECORD = (1 << 14) + 2048
 """TLSCiphertext's largest length (RFC 8446 5.2); anything longer is not TLS."""
 MAX_HANDSHAKE = 1 << 16
@@ -419,65 +418,24 @@ class TlsState(msgspec.Struct, tag="tls", array_like=True):
     resp_dir: DirectionState | None = None
 
 
-class TlsAnalyzer:
+class TlsAnalyzer(HandshakeAnalyzer):
     """One TCP connection's TLS handshake (the interface: stream_app/core/protocols.py)."""
 
-    __slots__ = ("l7", "flow", "orig", "resp", "ch", "ch_raw", "sh", "sh_raw", "ts_ns",
-                 "certs", "alert", "failed", "tags", "done")
+    __slots__ = ("ch", "ch_raw", "sh", "sh_raw", "certs", "alert", "failed")
 
     @property
     def retry(self) -> bool:
         return "hello_retry" in self.tags
-    waiting = None
 
     def __init__(self, l7, flow, isn_orig, isn_resp, midstream: bool):
-        self.l7 = l7
-        self.flow = flow
-        cap = l7.config.reassembly_cap
-        self.orig = Direction(_Side(self, True), cap, l7.stats)
-        self.resp = Direction(_Side(self, False), cap, l7.stats)
-        if isn_orig is not None:
-            self.orig.syn(isn_orig)
-        if isn_resp is not None:
-            self.resp.syn(isn_resp)
+        super().__init__(l7, flow, isn_orig, isn_resp, _Side)
         self.ch: ClientHello | None = None
         self.ch_raw: bytes | None = None
         self.sh: ServerHello | None = None
         self.sh_raw: bytes | None = None
-        self.ts_ns: int | None = None
         self.certs: list[bytes] = []
         self.alert: str | None = None
         self.failed = False
-        self.tags: list[str] = []
-        self.done = False
-
-    # --- the analyzer interface -----------------------------------------------------------
-    def packet(self, r, is_orig: bool) -> None:
-        if is_orig:
-            d, peer = self.orig, self.resp
-        else:
-            d, peer = self.resp, self.orig
-        if r.tcp_flags & ACK and peer.pending:
-            # Acknowledged but not captured: the hole is lost, not late (a gap now, not at
-            # the flow's end).
-            peer.acked(r.ack, r.ts_ns)
-        if r.tcp_flags & SYN:
-            d.syn(r.seq)
-        elif r.payload_len:
-            d.segment(r.seq, r.payload, r.payload_len, r.ts_ns)
-
-    def finish(self, ts: int) -> None:
-        if self.done:
-            return
-        self.orig.end(ts)
-        self.resp.end(ts)
-        if not self.done:
-            self.emit()
-
-    def abandon(self) -> None:
-        if not self.done:
-            self.tags.append("analyzer_error")
-            self.emit()
 
     # --- from the sides -------------------------------------------------------------------
     def message(self, is_orig: bool, mtype: int, body: bytes, ts: int) -> None:

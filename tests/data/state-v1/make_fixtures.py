@@ -49,11 +49,14 @@ def richness(st) -> int:
         if f.l7_held:
             score = max(score, 1)
         if a:
-            if a.conv.pending or a.conv.requests.txn or a.conv.responses.txn:
+            # (HTTP analyzers only: the other analyzers came after version 1; the version-2
+            # script reuses this choice of cut.)
+            conv, orig, resp = (getattr(a, n, None) for n in ("conv", "orig", "resp"))
+            if conv is not None and (conv.pending or conv.requests.txn or conv.responses.txn):
                 score = max(score, 2)
-            if a.orig.pending or a.resp.pending:
+            if orig is not None and (orig.pending or resp.pending):
                 score = max(score, 3)
-            if a.waiting:
+            if getattr(a, "waiting", None):
                 score = max(score, 4)
     return score
 
