@@ -15,6 +15,7 @@ import time
 
 import msgspec
 
+from schemas.kinds import NAMES
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig, Processor
 from stream_app.runtime.runtime import GAP, Runtime, RuntimeConfig, encode_results
@@ -138,7 +139,7 @@ def test_a_killed_core_process_is_replaced_and_no_flow_is_lost():
             seeks[tp] = off
         rt.bind(lambda g: out.extend((k, key, v) for (k, _), items in g.items()
                                      for key, v in items),
-                seek, {"flows": 3, "http": 3, "alerts": 1})
+                seek, {**dict.fromkeys(NAMES, 3), "alerts": 1})
 
         async def flush():
             await asyncio.sleep(0.05)  # replies in flight arrive

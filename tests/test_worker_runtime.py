@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 import stream_app.runtime.runtime as worker_mod
+from schemas.kinds import NAMES
 from schemas.records import PacketBatch
 from stream_app.core.processor import CoreConfig
 from stream_app.state.codec import Codec
@@ -152,7 +153,7 @@ def test_core_processes_give_what_the_in_process_runtime_gives():
             raise AssertionError("no gap here")
         rt.bind(lambda g: out.extend((k, key, v) for (k, _), items in g.items()
                                      for key, v in items),
-                seek, {"flows": 3, "http": 3, "alerts": 1})
+                seek, {**dict.fromkeys(NAMES, 3), "alerts": 1})
 
         async def flush():
             return None
@@ -173,3 +174,19 @@ def test_core_processes_give_what_the_in_process_runtime_gives():
         return sorted(out)
     want = asyncio.run(local())
     assert want and asyncio.run(remote()) == want
+
+
+def test_core_processes_refuse_a_layout_without_every_result_kind():
+    """A result kind with no partition count would kill each core process at its first record
+    of that kind; bind says which kind is missing instead."""
+    from stream_app.runtime.processes import RemoteRuntime
+
+    async def go():
+        rt = RemoteRuntime(MemoryStore(), b"k", CoreConfig(detect=None), 1,
+                           RuntimeConfig(checkpoint_interval=0))
+        try:
+            with pytest.raises(ValueError, match="dns, tls, ssh"):
+                rt.bind(lambda g: None, None, {"flows": 3, "http": 3, "alerts": 1})
+        finally:
+            rt.close()
+    asyncio.run(go())

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from schemas.kinds import NAMES
 from stream_app.core.processor import CoreConfig
 from stream_app.runtime.cores import CoreServer
 from stream_app.runtime.messages import Apply, Layout, Release, Reply, Request, Saved, Unowned
@@ -172,6 +173,11 @@ class RemoteRuntime(Runtime):
         super().__init__(store, None, core, rt, None, cores=cores)
 
     def bind(self, publish_grouped, seek, partitions: dict[str, int]) -> None:
+        missing = [k for k in NAMES if k not in partitions]
+        if missing:
+            # Checked here, not in the core process: a kind without a partition count would
+            # kill every core at its first record of that kind.
+            raise ValueError(f"no result partition count for {', '.join(missing)}")
         super().bind(publish_grouped, seek, partitions)
         self._layout = Layout(dict(partitions))
         for c in self.cores:
