@@ -5,8 +5,8 @@ usage: python bench/bench_l7.py [--capture FILE ...] [--repeat N] [--core N] [--
 
 For each capture (default: bench/.data/mirror-http-500k.pcap, made by bench/make_capture.sh if
 absent; add the DNS and TLS captures bench/make_dns_capture.sh and bench/make_tls_capture.sh
-make), runs in this one command,
-each as a subprocess pinned to one core (taskset -c CORE, default 0), the median of N runs:
+make), runs in this one command, each as a subprocess pinned to one core (taskset -c CORE,
+default 0), the median of N runs:
 
   flows    analyze --no-http --no-detect          the baseline: flow records only
   http     analyze --protocols http --no-detect   HTTP alone (the parser the issue measured)
