@@ -12,6 +12,7 @@ import sys
 FAST_PATHS = {
     "decoder": "collectors._fastdecode",
     "HTTP": "stream_app._fasthttp",
+    "HTTP connections": "stream_app._fastconn",
 }
 
 # One importable module per extra (pyproject.toml [project.optional-dependencies]) that shows

@@ -145,10 +145,14 @@ def _udp_port() -> int:
 
 # -- the flow boundary --------------------------------------------------------------------------
 
-def test_a_failing_http_analysis_is_reported_and_contained(monkeypatch):
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_a_failing_http_analysis_is_reported_and_contained(monkeypatch, request, engine):
     """Fault injection (no input is known to raise any more): the parser fails on one
     connection. Its flow and its earlier exchange are still reported, the failure is tagged
-    and counted, and the other connection in the same batch is untouched."""
+    and counted, and the other connection in the same batch is untouched. Both engines: the
+    C connection (stream_app/_fastconn.c, whose exception crosses the same flow boundary)
+    and the Python analyzer alone."""
+    from stream_app.core import l7 as l7_mod
     real = http_mod.MessageStream._start_message
 
     def failing(self, head, ts):
@@ -156,6 +160,21 @@ def test_a_failing_http_analysis_is_reported_and_contained(monkeypatch):
             raise RuntimeError("injected")
         return real(self, head, ts)
     monkeypatch.setattr(http_mod.MessageStream, "_start_message", failing)
+    if engine == "python":
+        monkeypatch.setattr(l7_mod, "FastHttp", None)
+    else:
+        assert l7_mod.FastHttp is not None, "stream_app._fastconn is not built"
+        from stream_app import _fastconn
+        real_parse = http_mod._c_parse_head
+        bind = (l7_mod.HttpTransaction, l7_mod.PacketRecord)
+        rest = (http_mod._DECLINE, http_mod.redact_auth, http_mod.redact_cookie)
+
+        def failing_parse(head, is_request):
+            if b"/boom" in head:
+                raise RuntimeError("injected")
+            return real_parse(head, is_request)
+        _fastconn.setup(*bind, failing_parse, *rest)
+        request.addfinalizer(lambda: _fastconn.setup(*bind, real_parse, *rest))
     a = Conn().handshake().c(b"GET /ok1 HTTP/1.1\r\n\r\n").s(RESP)
     a.c(b"GET /boom HTTP/1.1\r\n\r\n").s(RESP).close()
     b = Conn(t0=10).handshake().c(b"GET /fine HTTP/1.1\r\n\r\n").s(RESP).close()

@@ -32,7 +32,7 @@ from schemas.records import FlowRecord, PacketRecord
 from stream_app.core import tcpstate
 from stream_app.core.tcphealth import health_fields, restart_health
 from stream_app.core.tcphealth import segment as health_segment
-from stream_app.core.l7 import L7
+from stream_app.core.l7 import L7, FastHttp
 from stream_app.core.protocols import port_guess
 
 NS = 1_000_000_000
@@ -358,7 +358,10 @@ class FlowTable:
                 a = f.l7
                 if a is not False:
                     try:  # the flow boundary: hostile payload must not end the batch
-                        if a is None:
+                        if type(a) is FastHttp:
+                            if plen or fl & 1:  # (it holds no out-of-order segment)
+                                a.packet(r, is_orig)
+                        elif a is None:
                             l7_undecided(f, r, is_orig)
                         elif plen or a.orig.pending or a.resp.pending or a.waiting \
                                 or fl & FIN:

@@ -16,6 +16,7 @@ only then goes to the HTTP framer.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import msgspec
 
 from schemas.records import HttpTransaction, PacketRecord
 from stream_app.core.http import (
+    _DECLINE,
     BODY,
     START,
     TUNNEL,
@@ -31,8 +33,13 @@ from stream_app.core.http import (
     ConversationState,
     HttpConfig,
     HttpConversation,
+    MessageStreamState,
     Txn,
+    TxnState,
+    _c_parse_head,
     looks_like_http,
+    redact_auth,
+    redact_cookie,
     request_start_verdict,
     response_start_verdict,
 )
@@ -289,6 +296,45 @@ class L7:
         self.tls: list = []
         self.ssh: list = []
         """Records the other analyzers made since the last take_more()."""
+        hc = self.config.http
+        self._fast = None if FastHttp is None or not self.http_on else Context(
+            self.ready, self._fast_bail, _fast_state, hc.redact.redactor,
+            hc.keep_credentials, hc.max_pending)
+        """What the C HTTP connections (stream_app/_fastconn.c) share; None: HTTP is
+        analysed by HttpAnalyzer alone (the extension is not built, or FAST_HTTP is off)."""
+
+    def _fast_bail(self, fa, r, is_orig: bool, rest) -> None:
+        """A FastHttp met what only HttpAnalyzer does: go on in Python from its state, with
+        the whole segment (``rest`` None) or the bytes of one direction from a message's
+        start on (the C framer took what came before)."""
+        a = self._materialize(fa)
+        if rest is None:
+            a.packet(r, is_orig)
+            return
+        (a.conv.requests if is_orig else a.conv.responses)._feed(rest, r.ts_ns)
+        if a.conv.done and not a.queued:
+            a.queued = True
+            self.ready.append(a)
+
+    def _materialize(self, fa) -> HttpAnalyzer:
+        """The HttpAnalyzer equal to FastHttp ``fa``, in its place (the flow's analyzer, and
+        its place in the ready list, so records keep their order)."""
+        f = fa.flow
+        parts = fa.parts()
+        self.stats.segments += parts[-1]
+        at = None
+        if fa.queued:
+            at = next(i for i, x in enumerate(self.ready) if x is fa)
+        fa.release()
+        a = HttpAnalyzer.from_state(_fast_state(parts), self, f)  # queues itself if done
+        if at is not None:
+            if a.queued:
+                self.ready.pop()
+                self.ready[at] = a
+            else:
+                del self.ready[at]
+        f.l7 = a
+        return a
 
     def undecided(self, f, r, is_orig: bool) -> None:
         """Decide whether the flow is HTTP from its first data: a request from the client, or
@@ -386,14 +432,20 @@ class L7:
     def _start(self, f, r, held) -> None:
         self.http_flows += 1
         f.app_proto = "http"
-        a = HttpAnalyzer(self, f, f.isn_orig, f.isn_resp, False)
-        f.l7 = a
+        if self._fast is not None:
+            f.l7 = FastHttp(self._fast, f, f.isn_orig, f.isn_resp, self.config.reassembly_cap)
+        else:
+            f.l7 = HttpAnalyzer(self, f, f.isn_orig, f.isn_resp, False)
         f.l7_held = None
         for rec, o in held:
-            d = a.orig if o else a.resp
-            if d.next_seq is None:  # no SYN seen in this direction: start at its first data
-                d.next_seq = rec.seq
-                d.midstream = True
+            a = f.l7  # (a FastHttp may hand over to an HttpAnalyzer on any segment)
+            if type(a) is FastHttp:
+                a.start_dir(o, rec.seq)
+            else:
+                d = a.orig if o else a.resp
+                if d.next_seq is None:  # no SYN seen in this direction: start at its first data
+                    d.next_seq = rec.seq
+                    d.midstream = True
             a.packet(rec, o)  # completed exchanges are queued for take()
 
     def _midstream(self, f, r, is_orig: bool) -> None:
@@ -439,6 +491,13 @@ class L7:
     def flow_end(self, f) -> None:
         a = f.l7
         if a:
+            if type(a) is FastHttp:
+                segments = a.segments
+                if a.finish(f.last_ns, self.out):
+                    self.stats.segments += segments
+                    f.l7 = False
+                    return
+                a = self._materialize(a)  # a gap before a FIN, or a head cut by the end
             if type(a) is HttpAnalyzer:
                 self.emit(f, a.finish(f.last_ns))
             else:
@@ -477,6 +536,8 @@ class L7:
         a = f.l7
         if not a:
             return
+        if type(a) is FastHttp:
+            a = self._materialize(a)
         if type(a) is not HttpAnalyzer:
             a.abandon()
             return
@@ -493,6 +554,9 @@ class L7:
 
     def take(self) -> list[HttpTransaction]:
         for a in self.ready:
+            if type(a) is FastHttp:
+                a.take(self.out)
+                continue
             a.queued = False
             if a.conv.done:
                 self.emit(a.flow, a.conv.take())
@@ -518,6 +582,33 @@ def analyzer_classes() -> list[type]:
         if p.analyzer is not None and p.analyzer not in out:
             out.append(p.analyzer)
     return out
+
+
+def _fast_state(parts) -> HttpAnalyzerState:
+    """The HttpAnalyzerState of a FastHttp from its ``parts()`` (the layout is in
+    stream_app/_fastconn.c, fast_parts): the C connection is stored, and handed over to an
+    HttpAnalyzer, in the Python analyzer's own form."""
+    txns, pending, done, (rq, rs), depth, (do, dr), fin_orig, fin_resp, _ = parts
+    conv = ConversationState(
+        [TxnState(*t) for t in txns], pending, done,
+        MessageStreamState(*rq, (START, 0)), MessageStreamState(*rs, (START, 0)), depth,
+        False, 0, 0, False, 0, False, False)
+    return HttpAnalyzerState(conv, DirectionState(do[0], [], do[1], do[2]),
+                             DirectionState(dr[0], [], dr[1], dr[2]), None, False,
+                             fin_orig, fin_resp)
+
+
+FAST_HTTP = os.environ.get("MIRRORSCOPE_FAST_HTTP", "1") != "0"
+"""Whether HTTP connections start in C (stream_app/_fastconn.c) when it is built. The
+equivalence tests turn it off (MIRRORSCOPE_FAST_HTTP=0) to run the Python reference."""
+try:
+    if not FAST_HTTP or _c_parse_head is None:
+        raise ImportError("off")
+    from stream_app._fastconn import Context, FastHttp, setup as _fast_setup
+    _fast_setup(HttpTransaction, PacketRecord, _c_parse_head, _DECLINE, redact_auth,
+                redact_cookie)
+except ImportError:  # not built, or turned off: HttpAnalyzer alone
+    Context = FastHttp = None
 
 
 def _ahead(ack: int, nxt: int | None) -> bool:
