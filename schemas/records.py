@@ -194,7 +194,9 @@ class FlowRecord(msgspec.Struct, omit_defaults=False):
     acknowledged them or later data shows they were sent (Zeek's missed_bytes)."""
 
 
-class HttpTransaction(msgspec.Struct, omit_defaults=False):
+# gc=False: a transaction holds only text, numbers and a list of tags, so it can be in no
+# reference cycle; a capture makes one per request, and tracking them cost the collector time.
+class HttpTransaction(msgspec.Struct, omit_defaults=False, gc=False):
     """One HTTP/1.x request and its response (either may be missing: see ``tags``), in the
     spirit of Zeek's http.log. Bodies are counted, never stored; credentials and cookies are
     redacted unless the deployment chose to keep them."""

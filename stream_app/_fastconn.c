@@ -23,7 +23,10 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "_fasthttp_api.h"
 
 #define MASK 0xFFFFFFFFLL
 #define HALF 0x80000000LL
@@ -48,10 +51,11 @@ static const char *field_names[NF] = {
 };
 static PyObject *s_field[NF];  /* interned */
 static PyObject *s_pipelined, *s_reordered, *s_truncated, *s_no_response, *s_at, *s_empty;
-static PyObject *s_HEAD, *s_v09, *NS_obj;
+static PyObject *s_HEAD, *NS_obj;
 
-/* set by setup() */
-static PyObject *parse_head, *DECLINE, *record_type, *redact_auth, *redact_cookie;
+/* set by setup() and the module's import */
+static PyObject *record_type, *redact_auth, *redact_cookie;
+static fh_api *fh;
 static Py_ssize_t off_ts, off_flags, off_seq, off_ack, off_plen, off_payload;
 
 typedef struct {
@@ -85,12 +89,15 @@ typedef struct {
     PyObject *clean;         /* its set of URIs known to need no redaction */
     int keep_credentials;
     Py_ssize_t max_pending;
+    PyObject *last[NF];      /* the last ASCII text made per field: most repeat (see text) */
 } CtxObject;
 
 static void
 ctx_dealloc(CtxObject *self)
 {
     PyObject_GC_UnTrack(self);
+    for (int i = 0; i < NF; i++)
+        Py_CLEAR(self->last[i]);
     Py_CLEAR(self->ready);
     Py_CLEAR(self->bail);
     Py_CLEAR(self->state);
@@ -255,7 +262,14 @@ get_i64(PyObject *r, Py_ssize_t off, int64_t *out)
         PyErr_SetString(PyExc_TypeError, "packet record field is not an int");
         return -1;
     }
-    *out = PyLong_AsLongLong(v);
+    /* (PyLong_AsLongLong goes through _PyLong_AsByteArray for any int of two digits or more,
+     * as every timestamp and most sequence numbers are) */
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "packet record field out of range");
+        return -1;
+    }
     if (*out == -1 && PyErr_Occurred())
         return -1;
     return 0;
@@ -389,153 +403,135 @@ redact_uri(CtxObject *ctx, PyObject *v)
     return PyObject_CallMethod(ctx->redactor, "uri", "O", v);
 }
 
-/* One complete head (buf[pos:end]): BAIL before any change when it is not plain. */
+/* A field's text: bytes.decode("utf-8", "backslashreplace"), as parse_head makes it. Method,
+ * version, Host, User-Agent, content types and reasons repeat from message to message, so
+ * the last ASCII text per field is kept and given again when the bytes are the same (an
+ * ASCII str equal byte for byte is the decoding of those bytes). URIs, Referers and
+ * credentials are never kept: they are redacted, and the context must hold no secret. */
+static PyObject *
+text(CtxObject *ctx, int k, fh_span v)
+{
+    int cache = !(k == F_URI || k == F_REFERRER || k >= F_AUTH);
+    PyObject *last = cache ? ctx->last[k] : NULL;
+    if (last != NULL && PyUnicode_GET_LENGTH(last) == v.n
+        && memcmp(PyUnicode_1BYTE_DATA(last), v.s, (size_t)v.n) == 0)
+        return Py_NewRef(last);
+    PyObject *t = PyUnicode_DecodeUTF8(v.s, v.n, "backslashreplace");
+    if (t != NULL && cache && PyUnicode_IS_ASCII(t))
+        Py_XSETREF(ctx->last[k], Py_NewRef(t));
+    return t;
+}
+
+static const int field_of[] = {
+    [H_HOST] = F_HOST, [H_UA] = F_UA, [H_REFERER] = F_REFERRER, [H_AUTH] = F_AUTH,
+    [H_PAUTH] = F_PROXY_AUTH, [H_COOKIE] = F_COOKIE, [H_SETCOOKIE] = F_SET_COOKIE,
+};
+
+/* One complete head: BAIL before any change when it is not plain. */
 static int
-start_message(FastObject *self, int is_req, PyObject *head, int64_t ts)
+start_message(FastObject *self, int is_req, const char *head, Py_ssize_t hlen, int64_t ts)
 {
     Stream *s = &self->st[is_req ? 0 : 1];
     CtxObject *ctx = self->ctx;
-    PyObject *args[2] = {head, is_req ? Py_True : Py_False};
-    PyObject *parsed = PyObject_Vectorcall(parse_head, args, 2, NULL);
-    if (parsed == NULL)
-        return ERR;
-    if (parsed == Py_None || parsed == DECLINE || !PyTuple_Check(parsed)
-        || PyTuple_GET_SIZE(parsed) != 7) {
-        Py_DECREF(parsed);
-        return BAIL;  /* malformed (recorded as such by the Python framer) or declined */
-    }
-    PyObject *a = PyTuple_GET_ITEM(parsed, 0), *b = PyTuple_GET_ITEM(parsed, 1),
-             *c = PyTuple_GET_ITEM(parsed, 2), *length = PyTuple_GET_ITEM(parsed, 3),
-             *chunked = PyTuple_GET_ITEM(parsed, 4), *tags = PyTuple_GET_ITEM(parsed, 5),
-             *fields = PyTuple_GET_ITEM(parsed, 6);
-    int64_t len = -1;
-    if (length != Py_None) {
-        len = PyLong_AsLongLong(length);
-        if (len == -1 && PyErr_Occurred()) {
-            Py_DECREF(parsed);
-            return ERR;
-        }
-    }
+    fh_plain h;
+    if (!fh->scan_plain(head, hlen, is_req, &h))
+        return BAIL;  /* tags, chunked, malformed, folded: the Python framer's */
+    int64_t len = h.length;
     int64_t mts = s->msg_ts ? s->msg_ts : ts;
     Txn *t;
-    int rc = BAIL;
-    if (PyList_GET_SIZE(tags) != 0 || chunked == Py_True || !PyList_Check(fields))
-        goto out;  /* odd heads and chunked bodies: the Python framer's */
     if (is_req) {
-        if (c != Py_None && PyUnicode_Check(c) && PyUnicode_Compare(c, s_v09) == 0)
-            goto out;
+        if (h.version.n == 3 && memcmp(h.version.s, "0.9", 3) == 0)
+            return BAIL;  /* "HTTP/0.9" read as a version: answered to the close */
         if (self->npend + 1 > ctx->max_pending)
-            goto out;  /* the oldest would be reported no_response */
+            return BAIL;  /* the oldest would be reported no_response */
         t = PyMem_Calloc(1, sizeof(Txn));
         if (t == NULL) {
             PyErr_NoMemory();
-            rc = ERR;
-            goto out;
+            return ERR;
         }
         t->status = -1;
         t->ts = mts;
         t->depth = ++self->depth;
-        if (self->npend && txn_tag(t, s_pipelined) < 0) {
+        if ((self->npend && txn_tag(t, s_pipelined) < 0)
+            || push(&self->pend, &self->npend, &self->cpend, t) < 0) {
             txn_free(t);
-            rc = ERR;
-            goto out;
+            return ERR;
         }
-        if (push(&self->pend, &self->npend, &self->cpend, t) < 0) {
-            txn_free(t);
-            rc = ERR;
-            goto out;
-        }
-        t->f[F_METHOD] = Py_NewRef(a);
-        t->f[F_URI] = b == Py_None ? NULL : Py_NewRef(b);
-        t->f[F_VERSION] = c == Py_None ? NULL : Py_NewRef(c);
+        if ((t->f[F_METHOD] = text(ctx, F_METHOD, h.method)) == NULL
+            || (t->f[F_URI] = text(ctx, F_URI, h.uri)) == NULL
+            || (t->f[F_VERSION] = text(ctx, F_VERSION, h.version)) == NULL)
+            return ERR;
     }
     else {
-        long status = PyLong_AsLong(a);
-        if (status == -1 && PyErr_Occurred()) {
-            rc = ERR;
-            goto out;
-        }
+        long status = h.status;
         if ((status >= 100 && status < 200 && status != 101) || self->npend == 0)
-            goto out;  /* interim, or no request seen: the Python framer's */
+            return BAIL;  /* interim, or no request seen: the Python framer's */
         t = self->pend[0];
         PyObject *method = t->f[F_METHOD];
         int is_head = method != NULL && PyUnicode_Compare(method, s_HEAD) == 0;
-        if (PyErr_Occurred()) {
-            rc = ERR;
-            goto out;
-        }
         if (!(is_head || status == 204 || status == 304)) {
             if (status == 101 || len < 0)
-                goto out;  /* upgrade, or a body read to the close */
+                return BAIL;  /* upgrade, or a body read to the close */
             if (method != NULL && status >= 200 && status < 300
                 && PyUnicode_CompareWithASCIIString(method, "CONNECT") == 0)
-                goto out;  /* a tunnel */
+                return BAIL;  /* a tunnel */
+        }
+        PyObject *reason = h.reason.s ? text(ctx, F_REASON, h.reason) : NULL;
+        if (h.reason.s && reason == NULL)
+            return ERR;
+        PyObject *rv = text(ctx, F_RESP_VERSION, h.resp_version);
+        if (rv == NULL) {
+            Py_XDECREF(reason);
+            return ERR;
         }
         t->status = (int)status;
-        Py_XSETREF(t->f[F_REASON], b == Py_None ? NULL : Py_NewRef(b));
-        Py_XSETREF(t->f[F_RESP_VERSION], c == Py_None ? NULL : Py_NewRef(c));
+        Py_XSETREF(t->f[F_REASON], reason);
+        Py_XSETREF(t->f[F_RESP_VERSION], rv);
         t->resp_ts = mts;
         t->has_resp_ts = 1;
     }
     s->txn = t;
-    rc = ERR;
-    Py_ssize_t nf = PyList_GET_SIZE(fields);
-    for (Py_ssize_t i = 0; i < nf; i++) {
-        PyObject *pair = PyList_GET_ITEM(fields, i);
-        PyObject *attr = PyTuple_GET_ITEM(pair, 0);
-        PyObject *value = PyTuple_GET_ITEM(pair, 1);
-        int k = -1;
-        for (int j = F_HOST; j < NF; j++)
-            if (attr == s_field[j]) {
-                k = j;
-                break;
-            }
-        for (int j = F_HOST; k < 0 && j < NF; j++)  /* (not interned: compare the text) */
-            if (PyUnicode_Check(attr) && PyUnicode_Compare(attr, s_field[j]) == 0)
-                k = j;
-        if (k < 0) {
-            PyErr_Format(PyExc_ValueError, "unexpected header field %R", attr);
-            goto out;
-        }
+    for (int i = 0; i < h.nfields; i++) {
+        int kind = h.fields[i].kind;
+        int k = kind == H_CTYPE ? (is_req ? F_REQ_CTYPE : F_RESP_CTYPE) : field_of[kind];
+        PyObject *value = text(ctx, k, h.fields[i].value);
+        if (value == NULL)
+            return ERR;
         if (k == F_AUTH || k == F_PROXY_AUTH || k == F_COOKIE || k == F_SET_COOKIE) {
-            if (ctx->keep_credentials)
-                Py_INCREF(value);
-            else {
+            if (!ctx->keep_credentials) {
                 PyObject *fn = (k == F_AUTH || k == F_PROXY_AUTH) ? redact_auth : redact_cookie;
-                value = PyObject_CallOneArg(fn, value);
+                Py_SETREF(value, PyObject_CallOneArg(fn, value));
                 if (value == NULL)
-                    goto out;
+                    return ERR;
             }
             if (k == F_SET_COOKIE && t->f[F_SET_COOKIE] != NULL) {
-                PyObject *joined = PyUnicode_FromFormat("%U, %U", t->f[F_SET_COOKIE], value);
-                Py_DECREF(value);
-                if (joined == NULL)
-                    goto out;
-                value = joined;
+                Py_SETREF(value, PyUnicode_FromFormat("%U, %U", t->f[F_SET_COOKIE], value));
+                if (value == NULL)
+                    return ERR;
             }
         }
-        else
-            Py_INCREF(value);
         Py_XSETREF(t->f[k], value);
     }
     if (is_req && !ctx->keep_credentials) {
         /* redact_request: URI, Referer, and a Host that carries userinfo */
-        for (int k = F_URI; k <= F_REFERRER; k += F_REFERRER - F_URI) {
+        static const int uris[] = {F_URI, F_REFERRER};
+        for (int i = 0; i < 2; i++) {
+            int k = uris[i];
             if (t->f[k] != NULL) {
                 PyObject *v = redact_uri(ctx, t->f[k]);
                 if (v == NULL)
-                    goto out;
+                    return ERR;
                 Py_SETREF(t->f[k], v);
             }
         }
         if (t->f[F_HOST] != NULL) {
             int at = PyUnicode_Contains(t->f[F_HOST], s_at);
             if (at < 0)
-                goto out;
+                return ERR;
             if (at) {
                 PyObject *v = PyObject_CallMethod(ctx->redactor, "authority", "O", t->f[F_HOST]);
                 if (v == NULL)
-                    goto out;
+                    return ERR;
                 Py_SETREF(t->f[F_HOST], v);
             }
         }
@@ -545,25 +541,16 @@ start_message(FastObject *self, int is_req, PyObject *head, int64_t ts)
         if (len > 0) {
             s->state = BODY;
             s->remaining = len;
+            return OK;
         }
-        else if (end_message(self, 1) < 0)
-            goto out;
+        return end_message(self, 1);
     }
-    else {
-        if (t->status == 204 || t->status == 304 || len == 0
-            || (t->f[F_METHOD] != NULL && PyUnicode_Compare(t->f[F_METHOD], s_HEAD) == 0)) {
-            if (end_message(self, 0) < 0)
-                goto out;
-        }
-        else {
-            s->state = BODY;
-            s->remaining = len;
-        }
-    }
-    rc = OK;
-out:
-    Py_DECREF(parsed);
-    return rc;
+    if (t->status == 204 || t->status == 304 || len == 0
+        || (t->f[F_METHOD] != NULL && PyUnicode_Compare(t->f[F_METHOD], s_HEAD) == 0))
+        return end_message(self, 0);
+    s->state = BODY;
+    s->remaining = len;
+    return OK;
 }
 
 /* The bytes of one direction, in order (MessageStream._feed for START, HEAD and BODY). On
@@ -611,23 +598,22 @@ feed(FastObject *self, int is_req, PyObject *data, int64_t ts, PyObject **rest)
             s->state = HEAD;
         }
         else if (st == HEAD) {
+            /* The head's end: the first "\r\n\r\n" from frm on, unless a bare-LF blank line
+             * "\n\n" comes before it (then the Python framer's). One pass over the line ends:
+             * of the two, whichever starts first has the first LF. */
             Py_ssize_t frm = scan > pos ? scan : pos;
             scan = 0;
-            const char *e = NULL;
-            for (const char *q = memchr(p + frm, '\r', n - frm); q != NULL;
-                 q = memchr(q + 1, '\r', p + n - q - 1)) {
-                if (p + n - q >= 4 && q[1] == '\n' && q[2] == '\r' && q[3] == '\n') {
-                    e = q;
+            Py_ssize_t end = -1;
+            int bare_lf = 0;
+            for (const char *q = memchr(p + frm, '\n', n - frm); q != NULL;
+                 q = memchr(q + 1, '\n', p + n - q - 1)) {
+                Py_ssize_t i = q - p;
+                if (i + 1 < n && q[1] == '\n') {
+                    bare_lf = 1;
                     break;
                 }
-            }
-            Py_ssize_t end = e ? e - p : -1;
-            Py_ssize_t lim = end == -1 ? n : end;
-            int bare_lf = 0;
-            for (const char *q = memchr(p + frm, '\n', lim - frm); q != NULL && q + 1 < p + lim;
-                 q = memchr(q + 1, '\n', p + lim - q - 1)) {
-                if (q[1] == '\n') {
-                    bare_lf = 1;
+                if (i - 1 >= frm && i + 2 < n && q[-1] == '\r' && q[1] == '\r' && q[2] == '\n') {
+                    end = i - 1;
                     break;
                 }
             }
@@ -649,13 +635,7 @@ feed(FastObject *self, int is_req, PyObject *data, int64_t ts, PyObject **rest)
             }
             if (end - pos > MAX_HEADER_BYTES)
                 goto bail;
-            PyObject *head = PyBytes_FromStringAndSize(p + pos, end - pos);
-            if (head == NULL) {
-                rc = ERR;
-                break;
-            }
-            rc = start_message(self, is_req, head, ts);
-            Py_DECREF(head);
+            rc = start_message(self, is_req, p + pos, end - pos, ts);
             if (rc == BAIL)
                 goto bail;
             if (rc != OK)
@@ -704,10 +684,11 @@ fast_packet(FastObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "this FastHttp handed its state over");
         return NULL;
     }
-    int64_t flags, seq, ack, plen, ts;
+    int64_t flags, seq, ack = 0, plen, ts = 0;
     if (get_i64(r, off_flags, &flags) < 0 || get_i64(r, off_seq, &seq) < 0
-        || get_i64(r, off_ack, &ack) < 0 || get_i64(r, off_plen, &plen) < 0
-        || get_i64(r, off_ts, &ts) < 0)
+        || get_i64(r, off_plen, &plen) < 0)
+        return NULL;
+    if (plen && !(flags & SYN) && (get_i64(r, off_ack, &ack) < 0 || get_i64(r, off_ts, &ts) < 0))
         return NULL;
     int d = is_orig ? 0 : 1, peer = 1 - d;
     PyObject *rest = NULL;
@@ -816,6 +797,23 @@ or_none(PyObject *v)
     return v ? v : Py_None;
 }
 
+/* f"{conn}-{depth}" (the connection id is ASCII hex; anything else takes the general way) */
+static PyObject *
+http_id(PyObject *conn, int64_t depth)
+{
+    char num[24];
+    int k = snprintf(num, sizeof num, "-%lld", (long long)depth);
+    if (!PyUnicode_Check(conn) || !PyUnicode_IS_ASCII(conn))
+        return PyUnicode_FromFormat("%U%s", conn, num);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(conn);
+    PyObject *s = PyUnicode_New(n + k, 127);
+    if (s == NULL)
+        return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(s), PyUnicode_1BYTE_DATA(conn), (size_t)n);
+    memcpy(PyUnicode_1BYTE_DATA(s) + n, num, (size_t)k);
+    return s;
+}
+
 /* L7.emit for one exchange: append its HttpTransaction to out */
 static int
 emit(FastObject *self, Txn *t, PyObject *out)
@@ -832,7 +830,7 @@ emit(FastObject *self, Txn *t, PyObject *out)
     int64_t when = has_req ? t->ts : (has_resp_ts && resp_ts ? resp_ts : t->ts);
     PyObject *vals[6] = {NULL};
     int rc = -1;
-    vals[0] = PyUnicode_FromFormat("%U-%lld", PyTuple_GET_ITEM(x, 0), (long long)t->depth);
+    vals[0] = http_id(PyTuple_GET_ITEM(x, 0), t->depth);
     PyObject *w = vals[0] ? PyLong_FromLongLong(when) : NULL;
     vals[1] = w ? PyNumber_TrueDivide(w, NS_obj) : NULL;
     Py_XDECREF(w);
@@ -1180,12 +1178,12 @@ member_offset(PyObject *type, const char *name, Py_ssize_t *off)
     return 0;
 }
 
-/* setup(record_type, packet_type, parse_head, DECLINE, redact_auth, redact_cookie) */
+/* setup(record_type, packet_type, redact_auth, redact_cookie) */
 static PyObject *
 fc_setup(PyObject *Py_UNUSED(m), PyObject *args)
 {
-    PyObject *rt, *pt, *ph, *dec, *ra, *rc;
-    if (!PyArg_ParseTuple(args, "OO!OOOO", &rt, &PyType_Type, &pt, &ph, &dec, &ra, &rc))
+    PyObject *rt, *pt, *ra, *rc;
+    if (!PyArg_ParseTuple(args, "OO!OO", &rt, &PyType_Type, &pt, &ra, &rc))
         return NULL;
     if (member_offset(pt, "ts_ns", &off_ts) < 0 || member_offset(pt, "tcp_flags", &off_flags) < 0
         || member_offset(pt, "seq", &off_seq) < 0 || member_offset(pt, "ack", &off_ack) < 0
@@ -1193,8 +1191,6 @@ fc_setup(PyObject *Py_UNUSED(m), PyObject *args)
         || member_offset(pt, "payload", &off_payload) < 0)
         return NULL;
     Py_XSETREF(record_type, Py_NewRef(rt));
-    Py_XSETREF(parse_head, Py_NewRef(ph));
-    Py_XSETREF(DECLINE, Py_NewRef(dec));
     Py_XSETREF(redact_auth, Py_NewRef(ra));
     Py_XSETREF(redact_cookie, Py_NewRef(rc));
     Py_RETURN_NONE;
@@ -1202,8 +1198,8 @@ fc_setup(PyObject *Py_UNUSED(m), PyObject *args)
 
 static PyMethodDef fc_methods[] = {
     {"setup", fc_setup, METH_VARARGS,
-     PyDoc_STR("setup(HttpTransaction, PacketRecord, parse_head, DECLINE, redact_auth, "
-               "redact_cookie): bind the Python parts (once, by stream_app.core.l7)")},
+     PyDoc_STR("setup(HttpTransaction, PacketRecord, redact_auth, redact_cookie): bind the "
+               "Python parts (once, by stream_app.core.l7)")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1231,11 +1227,12 @@ PyInit__fastconn(void)
             return NULL;
     if (intern(&s_pipelined, "pipelined") < 0 || intern(&s_reordered, "reordered") < 0
         || intern(&s_truncated, "truncated") < 0 || intern(&s_no_response, "no_response") < 0
-        || intern(&s_at, "@") < 0 || intern(&s_empty, "") < 0 || intern(&s_HEAD, "HEAD") < 0
-        || intern(&s_v09, "0.9") < 0)
+        || intern(&s_at, "@") < 0 || intern(&s_empty, "") < 0 || intern(&s_HEAD, "HEAD") < 0)
         return NULL;
     if (NS_obj == NULL && (NS_obj = PyLong_FromLong(1000000000L)) == NULL)
         return NULL;
+    if (fh == NULL && (fh = PyCapsule_Import(FH_API_CAPSULE, 0)) == NULL)
+        return NULL;  /* stream_app._fasthttp's head scanner */
     if (PyType_Ready(&CtxType) < 0 || PyType_Ready(&FastType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fc_module);

@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_fasthttp_api.h"
+
 #define MAX_URI 8192
 #define MAX_CONTENT_LENGTH ((uint64_t)1 << 62)
 
@@ -51,10 +53,6 @@ static unsigned char lc[256];       /* ASCII lower case */
 static unsigned char split_ws[256]; /* bytes.split() white space */
 static unsigned char tok_rest[256]; /* [A-Za-z0-9_-] */
 
-enum {
-    H_NONE = 0, H_CL, H_TE, H_HOST, H_UA, H_REFERER, H_CTYPE, H_AUTH, H_PAUTH, H_COOKIE,
-    H_SETCOOKIE
-};
 
 static inline int
 is_alpha(unsigned char c)
@@ -175,6 +173,136 @@ append_new(PyObject *list, PyObject *item)
     return rc;
 }
 
+/* The start line of a head: positions only (nothing is built before the headers are known
+ * good). */
+typedef struct {
+    const unsigned char *buf, *end, *nl, *fe;  /* head, its end, the first "\n", line end */
+    Py_ssize_t flen;
+    const unsigned char *ps[3], *pe[3];        /* request: up to three parts */
+    int nparts, malformed, lower;
+    enum { TWO_NONE, TWO_NO_TARGET, TWO_HTTP09 } two;
+    long status;                               /* response */
+} start_line;
+
+/* 0: the line begins no message (parse_head's None); 1: read into *sl */
+static int
+read_start_line(const unsigned char *buf, Py_ssize_t n, int is_request, start_line *sl)
+{
+    memset(sl, 0, sizeof(*sl));
+    sl->buf = buf;
+    sl->end = buf + n;
+    sl->nl = memchr(buf, '\n', (size_t)n);
+    const unsigned char *fe = sl->nl ? sl->nl : sl->end; /* end of the first line */
+    while (fe > buf && fe[-1] == '\r')
+        fe--;
+    sl->fe = fe;
+    sl->flen = fe - buf;
+    if (is_request) {
+        Py_ssize_t spaces = 0;
+        const unsigned char *q = buf;
+        while (q < fe) {
+            while (q < fe && split_ws[*q]) {
+                spaces += *q == ' ';
+                q++;
+            }
+            if (q >= fe)
+                break;
+            const unsigned char *s = q;
+            while (q < fe && !split_ws[*q])
+                q++;
+            if (sl->nparts < 3) {
+                sl->ps[sl->nparts] = s;
+                sl->pe[sl->nparts] = q;
+            }
+            sl->nparts++;
+        }
+        if (sl->nparts == 0)
+            return 0;
+        Py_ssize_t mlen = sl->pe[0] - sl->ps[0];
+        if (mlen > 20 || !is_alpha(sl->ps[0][0]))
+            return 0;
+        for (Py_ssize_t i = 1; i < mlen; i++)
+            if (!tok_rest[sl->ps[0][i]])
+                return 0;
+        if (sl->nparts == 2 && sl->pe[1] - sl->ps[1] >= 5 && memcmp(sl->ps[1], "HTTP/", 5) == 0) {
+            sl->two = TWO_NO_TARGET;  /* "GET HTTP/1.1": empty target, that version */
+            sl->malformed = 1;
+        }
+        else if (sl->nparts == 2 && mlen >= 3) {
+            sl->two = TWO_HTTP09;  /* method and URI, no version: HTTP/0.9 */
+        }
+        else {
+            int has_version = sl->nparts > 2 && sl->pe[2] - sl->ps[2] >= 5
+                              && memcmp(sl->ps[2], "HTTP/", 5) == 0;
+            if (sl->nparts != 3 || !has_version || spaces != 2)
+                sl->malformed = 1;
+            if (!has_version)
+                sl->nparts = sl->nparts < 2 ? sl->nparts : 2; /* no version to decode */
+        }
+    }
+    else {
+        if (sl->flen < 5 || lc[buf[0]] != 'h' || lc[buf[1]] != 't' || lc[buf[2]] != 't'
+            || lc[buf[3]] != 'p' || buf[4] != '/')
+            return 0;
+        sl->lower = memcmp(buf, "HTTP/", 5) != 0;  /* "http/1.1": read, and tagged */
+        if (sl->flen < 12)
+            return 0;
+        /* HTTP-version SP 3DIGIT */
+        if (buf[8] != ' ' || !is_digit(buf[9]) || !is_digit(buf[10]) || !is_digit(buf[11]))
+            return 0;
+        sl->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    }
+    return 1;
+}
+
+/* The next wanted header of a header block, from *pp (at a "\n") on: its kind (H_NONE: no
+ * more), its value in [*vs, *ve) and *pp moved past it; -1 on obsolete line folding (the
+ * Python version unfolds it first, so the caller declines). */
+static int
+next_header(const unsigned char **pp, const unsigned char *end, const unsigned char **vs,
+            const unsigned char **ve)
+{
+    const unsigned char *p = *pp;
+    for (;;) {
+        const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+        if (lf == NULL)
+            break;
+        const unsigned char *s = lf + 1;
+        p = s;
+        if (s >= end)
+            break;
+        if (*s == ' ' || *s == '\t')
+            return -1;
+        const unsigned char *q;
+        int kind = match_name(s, end, &q);
+        if (kind == H_NONE)
+            continue;
+        while (q < end && (*q == ' ' || *q == '\t'))
+            q++;
+        if (q >= end || *q != ':')
+            continue;
+        q++;
+        while (q < end && (*q == ' ' || *q == '\t'))
+            q++;
+        const unsigned char *v = q;
+        while (q < end && *q != '\r' && *q != '\n')
+            q++;
+        /* the lookahead (?=\r?\n|$) */
+        if (!(q == end || *q == '\n' || (q + 1 < end && q[1] == '\n')))
+            continue;
+        p = q;
+        const unsigned char *e = q;
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        *vs = v;
+        *ve = e;
+        *pp = p;
+        return kind;
+    }
+    *pp = end;
+    return H_NONE;
+}
+
 static PyObject *
 fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -191,73 +319,15 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
 
     const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(head);
     const Py_ssize_t n = PyBytes_GET_SIZE(head);
-    const unsigned char *end = buf + n;
-    const unsigned char *nl = memchr(buf, '\n', (size_t)n);
-    const unsigned char *fe = nl ? nl : end; /* end of the first line */
-    while (fe > buf && fe[-1] == '\r')
-        fe--;
-    const Py_ssize_t flen = fe - buf;
-
-    /* start line: positions only (nothing is built before the headers are known good) */
-    const unsigned char *ps[3] = {NULL, NULL, NULL}, *pe[3] = {NULL, NULL, NULL};
-    int nparts = 0;
-    int malformed = 0, lower = 0;
-    enum { TWO_NONE, TWO_NO_TARGET, TWO_HTTP09 } two = TWO_NONE;
-    long status = 0;
-    if (is_request) {
-        Py_ssize_t spaces = 0;
-        const unsigned char *q = buf;
-        while (q < fe) {
-            while (q < fe && split_ws[*q]) {
-                spaces += *q == ' ';
-                q++;
-            }
-            if (q >= fe)
-                break;
-            const unsigned char *s = q;
-            while (q < fe && !split_ws[*q])
-                q++;
-            if (nparts < 3) {
-                ps[nparts] = s;
-                pe[nparts] = q;
-            }
-            nparts++;
-        }
-        if (nparts == 0)
-            Py_RETURN_NONE;
-        Py_ssize_t mlen = pe[0] - ps[0];
-        if (mlen > 20 || !is_alpha(ps[0][0]))
-            Py_RETURN_NONE;
-        for (Py_ssize_t i = 1; i < mlen; i++)
-            if (!tok_rest[ps[0][i]])
-                Py_RETURN_NONE;
-        if (nparts == 2 && pe[1] - ps[1] >= 5 && memcmp(ps[1], "HTTP/", 5) == 0) {
-            two = TWO_NO_TARGET;  /* "GET HTTP/1.1": empty target, that version */
-            malformed = 1;
-        }
-        else if (nparts == 2 && mlen >= 3) {
-            two = TWO_HTTP09;  /* method and URI, no version: HTTP/0.9 */
-        }
-        else {
-            int has_version = nparts > 2 && pe[2] - ps[2] >= 5 && memcmp(ps[2], "HTTP/", 5) == 0;
-            if (nparts != 3 || !has_version || spaces != 2)
-                malformed = 1;
-            if (!has_version)
-                nparts = nparts < 2 ? nparts : 2; /* no version to decode */
-        }
-    }
-    else {
-        if (flen < 5 || lc[buf[0]] != 'h' || lc[buf[1]] != 't' || lc[buf[2]] != 't'
-            || lc[buf[3]] != 'p' || buf[4] != '/')
-            Py_RETURN_NONE;
-        lower = memcmp(buf, "HTTP/", 5) != 0;  /* "http/1.1": read, and tagged */
-        if (flen < 12)
-            Py_RETURN_NONE;
-        /* HTTP-version SP 3DIGIT */
-        if (buf[8] != ' ' || !is_digit(buf[9]) || !is_digit(buf[10]) || !is_digit(buf[11]))
-            Py_RETURN_NONE;
-        status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-    }
+    start_line sl;
+    if (!read_start_line(buf, n, is_request, &sl))
+        Py_RETURN_NONE;
+    const unsigned char *nl = sl.nl, *end = sl.end;
+    const Py_ssize_t flen = sl.flen;
+    const unsigned char *const *ps = sl.ps, *const *pe = sl.pe;
+    const int nparts = sl.nparts, malformed = sl.malformed, lower = sl.lower;
+    const int two = sl.two;
+    const long status = sl.status;
 
     /* headers */
     PyObject *tags = PyList_New(0);
@@ -274,38 +344,11 @@ fh_parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nar
     int64_t length = -1;
     int chunked = 0, bad = 0, conflicting = 0;
     if (nl != NULL) {
-        const unsigned char *p = nl;
-        for (;;) {
-            const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
-            if (lf == NULL)
-                break;
-            const unsigned char *s = lf + 1;
-            p = s;
-            if (s >= end)
-                break;
-            if (*s == ' ' || *s == '\t')
+        const unsigned char *p = nl, *vs, *ve;
+        int kind;
+        while ((kind = next_header(&p, end, &vs, &ve)) != H_NONE) {
+            if (kind < 0)
                 goto decline; /* obs-fold: the Python version unfolds it */
-            const unsigned char *q;
-            int kind = match_name(s, end, &q);
-            if (kind == H_NONE)
-                continue;
-            while (q < end && (*q == ' ' || *q == '\t'))
-                q++;
-            if (q >= end || *q != ':')
-                continue;
-            q++;
-            while (q < end && (*q == ' ' || *q == '\t'))
-                q++;
-            const unsigned char *vs = q;
-            while (q < end && *q != '\r' && *q != '\n')
-                q++;
-            /* the lookahead (?=\r?\n|$) */
-            if (!(q == end || *q == '\n' || (q + 1 < end && q[1] == '\n')))
-                continue;
-            p = q;
-            const unsigned char *ve = q;
-            while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
             PyObject *attr = NULL;
             switch (kind) {
             case H_CL: {
@@ -424,6 +467,74 @@ error:
     return NULL;
 }
 
+/* fh_api.scan_plain: parse_head's reading of a head that needs no tag, as spans. Not plain
+ * (0): not a message, obsolete folding, a tag (malformed or HTTP/0.9 request line, lower-case
+ * status line, bad or conflicting Content-Length), a chunked body, or more than
+ * FH_MAX_FIELDS kept headers. */
+static int
+scan_plain(const char *head, Py_ssize_t n, int is_request, fh_plain *out)
+{
+    const unsigned char *buf = (const unsigned char *)head;
+    start_line sl;
+    if (!read_start_line(buf, n, is_request, &sl) || sl.malformed || sl.lower
+        || sl.two != TWO_NONE)
+        return 0;
+    if (is_request) {
+        if (sl.nparts != 3)
+            return 0;
+        Py_ssize_t ulen = sl.pe[1] - sl.ps[1];
+        out->method = (fh_span){(const char *)sl.ps[0], sl.pe[0] - sl.ps[0]};
+        out->uri = (fh_span){(const char *)sl.ps[1], ulen > MAX_URI ? MAX_URI : ulen};
+        out->version = (fh_span){(const char *)sl.ps[2] + 5, sl.pe[2] - sl.ps[2] - 5};
+    }
+    else {
+        out->status = sl.status;
+        out->reason = sl.flen > 13 ? (fh_span){head + 13, sl.flen - 13} : (fh_span){NULL, 0};
+        out->resp_version = (fh_span){head + 5, 3};
+    }
+    out->length = -1;
+    out->nfields = 0;
+    if (sl.nl == NULL)
+        return 1;
+    const unsigned char *p = sl.nl, *vs, *ve;
+    int kind;
+    while ((kind = next_header(&p, sl.end, &vs, &ve)) != H_NONE) {
+        switch (kind) {
+        case -1:
+            return 0;
+        case H_CL: {
+            int64_t v = content_length(vs, ve);
+            if (v < 0 || (out->length >= 0 && v != out->length))
+                return 0;  /* bad_content_length, conflicting_content_length */
+            out->length = v;
+            continue;
+        }
+        case H_TE:
+            if (has_chunked(vs, ve))
+                return 0;
+            continue;
+        case H_CTYPE:
+            break;
+        case H_SETCOOKIE:
+            if (is_request)
+                continue;
+            break;
+        default:  /* the request headers */
+            if (!is_request)
+                continue;
+            break;
+        }
+        if (out->nfields == FH_MAX_FIELDS)
+            return 0;
+        out->fields[out->nfields].kind = kind;
+        out->fields[out->nfields].value = (fh_span){(const char *)vs, ve - vs};
+        out->nfields++;
+    }
+    return 1;
+}
+
+static fh_api api = {scan_plain};
+
 static PyMethodDef fh_methods[] = {
     {"parse_head", (PyCFunction)(void (*)(void))fh_parse_head, METH_FASTCALL,
      PyDoc_STR("parse_head(head, is_request) -> the result of "
@@ -478,6 +589,13 @@ PyInit__fasthttp(void)
     PyObject *m = PyModule_Create(&fh_module);
     if (m == NULL)
         return NULL;
+    PyObject *capsule = PyCapsule_New(&api, FH_API_CAPSULE, NULL);
+    int added = capsule == NULL ? -1 : PyModule_AddObjectRef(m, "_C_API_v1", capsule);
+    Py_XDECREF(capsule);
+    if (added < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(m, "DECLINE", DECLINE) < 0) {
         Py_DECREF(m);
         return NULL;

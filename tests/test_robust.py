@@ -162,21 +162,20 @@ def test_a_failing_http_analysis_is_reported_and_contained(monkeypatch, request,
     monkeypatch.setattr(http_mod.MessageStream, "_start_message", failing)
     if engine == "python":
         monkeypatch.setattr(l7_mod, "FastHttp", None)
-    else:
+    else:  # the C connection calls redact_auth for an Authorization header: fail there
         assert l7_mod.FastHttp is not None, "stream_app._fastconn is not built"
         from stream_app import _fastconn
-        real_parse = http_mod._c_parse_head
         bind = (l7_mod.HttpTransaction, l7_mod.PacketRecord)
-        rest = (http_mod._DECLINE, http_mod.redact_auth, http_mod.redact_cookie)
 
-        def failing_parse(head, is_request):
-            if b"/boom" in head:
+        def failing_auth(value):
+            if "boom" in value:
                 raise RuntimeError("injected")
-            return real_parse(head, is_request)
-        _fastconn.setup(*bind, failing_parse, *rest)
-        request.addfinalizer(lambda: _fastconn.setup(*bind, real_parse, *rest))
+            return http_mod.redact_auth(value)
+        _fastconn.setup(*bind, failing_auth, http_mod.redact_cookie)
+        request.addfinalizer(
+            lambda: _fastconn.setup(*bind, http_mod.redact_auth, http_mod.redact_cookie))
     a = Conn().handshake().c(b"GET /ok1 HTTP/1.1\r\n\r\n").s(RESP)
-    a.c(b"GET /boom HTTP/1.1\r\n\r\n").s(RESP).close()
+    a.c(b"GET /boom HTTP/1.1\r\nAuthorization: Basic boom\r\n\r\n").s(RESP).close()
     b = Conn(t0=10).handshake().c(b"GET /fine HTTP/1.1\r\n\r\n").s(RESP).close()
     for p in b.pkts:  # another client port: another flow
         p.sport, p.dport = (40001, p.dport) if p.sport == 40000 else (p.sport, 40001)

@@ -365,11 +365,33 @@ class Detectors:
         for (host, b), (nbytes, last) in volume.items():
             self._volume_host(c.volume_spike, host, b, nbytes, last)
         if c.http_attack is not None:
+            # Most transactions match no signature: their whole cost is one answered-request
+            # count, done here inline (this runs for every HTTP transaction); a URI and
+            # User-Agent not seen yet, or one that matched, takes _http.
+            window = c.http_attack.window
+            lateness = c.lateness
+            sig = self._sig_cache
             tx: dict = {}
+            latest = self.now
             for h in http:
-                if h.ts > self.now:
-                    self.now = h.ts
-                self._http(h, tx)
+                t = h.ts
+                if t > latest:
+                    latest = t
+                cats = sig.get((h.uri, h.user_agent))
+                if cats is None or cats:
+                    self.now = latest
+                    self._http(h, tx)
+                    continue
+                code = h.status_code
+                if code is not None:
+                    ws = t - t % window
+                    e = tx.get((h.srcaddr, ws))
+                    if e is None:
+                        e = tx[(h.srcaddr, ws)] = [0, ws + window + lateness, []]
+                    e[0] += 1
+                    if 400 <= code < 500:
+                        e[2].append(h)
+            self.now = latest
             for (src, ws), (count, exp, errors) in tx.items():
                 self._http_errors(src, ws, count, exp, errors)
         # DNS and TLS detectors live in their own modules; each takes the engine (its config,

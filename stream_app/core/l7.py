@@ -24,7 +24,6 @@ import msgspec
 
 from schemas.records import HttpTransaction, PacketRecord
 from stream_app.core.http import (
-    _DECLINE,
     BODY,
     START,
     TUNNEL,
@@ -605,8 +604,7 @@ try:
     if not FAST_HTTP or _c_parse_head is None:
         raise ImportError("off")
     from stream_app._fastconn import Context, FastHttp, setup as _fast_setup
-    _fast_setup(HttpTransaction, PacketRecord, _c_parse_head, _DECLINE, redact_auth,
-                redact_cookie)
+    _fast_setup(HttpTransaction, PacketRecord, redact_auth, redact_cookie)
 except ImportError:  # not built, or turned off: HttpAnalyzer alone
     Context = FastHttp = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from schemas.kinds import NAMES
 from schemas.records import FlowRecord, HttpTransaction
@@ -47,18 +48,20 @@ class HttpSummary:
     hosts: Counter = field(default_factory=Counter)
 
     def add(self, records: list[HttpTransaction]) -> None:
+        # Counted in C (Counter over map/filter): this runs for every transaction.
         self.transactions += len(records)
-        by_class, tags, hosts = self.by_class, self.tags, self.hosts
-        for r in records:
-            sc = r.status_code
-            by_class[_STATUS_CLASS.get(sc // 100, "other") if sc else "none"] += 1
-            if r.tags:
-                tags.update(r.tags)
-            if r.host:
-                hosts[r.host] += 1
+        by_class = self.by_class
+        for sc, n in Counter(map(_STATUS, records)).items():
+            by_class[_STATUS_CLASS.get(sc // 100, "other") if sc else "none"] += n
+        for t in filter(None, map(_TAGS, records)):
+            self.tags.update(t)
+        self.hosts.update(filter(None, map(_HOST, records)))
 
 
 _STATUS_CLASS = {i: f"{i}xx" for i in range(1, 6)}
+_STATUS = attrgetter("status_code")
+_TAGS = attrgetter("tags")
+_HOST = attrgetter("host")
 
 
 @dataclass
