@@ -362,7 +362,8 @@ class FlowTable:
                             if plen or fl & 1:  # (it holds no out-of-order segment)
                                 a.packet(r, is_orig)
                         elif a is None:
-                            l7_undecided(f, r, is_orig)
+                            if plen or fl & SYN:  # (nothing else can decide a protocol)
+                                l7_undecided(f, r, is_orig)
                         elif plen or a.orig.pending or a.resp.pending or a.waiting \
                                 or fl & FIN:
                             # A pure ACK only matters while a hole or a reordered copy waits;

@@ -632,6 +632,11 @@ def _skip_to(d: Direction, ack: int, ts: int) -> None:
 def _first_bytes(held, is_orig: bool, isn: int | None) -> bytes | None:
     """The contiguous first bytes of one direction among the held segments (from the SYN's
     sequence number when it was seen), or None when that direction sent nothing yet."""
+    if len(held) == 1:  # the usual case: one segment so far
+        r, o = held[0]
+        if o != is_orig:
+            return None
+        return r.payload if isn is None or not (r.seq - isn - 1) & MASK else b""
     segs = sorted(((r.seq - (isn + 1 if isn is not None else 0)) & MASK, r.payload)
                   for r, o in held if o == is_orig)
     if not segs:
