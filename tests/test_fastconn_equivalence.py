@@ -160,7 +160,8 @@ def exchange(draw):
     elif kind == "bad":
         hdrs.append(b"Content-Length: -1")
     line = f"{method} {uri} {version}".rstrip().encode()
-    req = line + b"".join(eol + h for h in hdrs) + eol + eol + body
+    blank = draw(st.sampled_from([eol, eol, b"\n"]))  # CRLF lines, then a bare-LF blank line
+    req = line + b"".join(eol + h for h in hdrs) + eol + blank + body
     status = draw(st.sampled_from([200, 200, 200, 404, 204, 304, 100, 101]))
     rh = [b"Content-Type: text/plain"]
     if draw(st.booleans()):
