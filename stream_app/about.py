@@ -11,8 +11,7 @@ import sys
 # (same results, several times slower) when it was not built, e.g. on a machine without gcc.
 FAST_PATHS = {
     "decoder": "collectors._fastdecode",
-    "HTTP": "stream_app._fasthttp",
-    "HTTP connections": "stream_app._fastconn",
+    "HTTP": ("stream_app._fasthttp", "stream_app._fastconn"),  # the head parser, the connection
 }
 
 # One importable module per extra (pyproject.toml [project.optional-dependencies]) that shows
@@ -35,13 +34,18 @@ def fast_paths() -> dict[str, bool]:
     """name -> whether its C extension imports (an import, not a file check: a stale or
     mismatched .so that fails to load counts as inactive, as it would at run time)."""
     active = {}
-    for name, module in FAST_PATHS.items():
+    for name, modules in FAST_PATHS.items():
         try:
-            importlib.import_module(module)
+            for module in (modules,) if isinstance(modules, str) else modules:
+                importlib.import_module(module)
             active[name] = True
         except ImportError:
             active[name] = False
     return active
+
+
+def _module_names() -> list[str]:
+    return [m for ms in FAST_PATHS.values() for m in ((ms,) if isinstance(ms, str) else ms)]
 
 
 def extras() -> dict[str, bool]:
@@ -52,7 +56,7 @@ def extras() -> dict[str, bool]:
 def report() -> str:
     fast = fast_paths()
     if all(fast.values()):
-        c = "C fast paths: active (" + ", ".join(FAST_PATHS.values()) + ")"
+        c = "C fast paths: active (" + ", ".join(_module_names()) + ")"
     elif any(fast.values()):
         c = "C fast paths: partly active (" + ", ".join(
             f"{n} {'C' if on else 'pure Python'}" for n, on in fast.items()) + ")"

@@ -69,12 +69,17 @@ def test_version_names_the_version_and_whether_the_c_fast_paths_run():
     assert r.exit_code == 0
     assert r.output.startswith(f"mirrorscope {about.version()}\n")
     # .ci/setup.sh builds both extensions for the tests, so here they must be active.
-    assert "C fast paths: active (collectors._fastdecode, stream_app._fasthttp)" in r.output
+    assert ("C fast paths: active (collectors._fastdecode, stream_app._fasthttp, "
+            "stream_app._fastconn)") in r.output
     assert "[stream] installed" in r.output and "[aws] installed" in r.output
 
 
 def test_version_says_when_the_c_fast_paths_are_not_built(monkeypatch):
+    import stream_app._fasthttp as fasthttp
     monkeypatch.setitem(sys.modules, "stream_app._fasthttp", None)  # as if it failed to build
+    assert "C fast paths: partly active (decoder C, HTTP pure Python)" in about.report()
+    monkeypatch.setitem(sys.modules, "stream_app._fasthttp", fasthttp)
+    monkeypatch.setitem(sys.modules, "stream_app._fastconn", None)  # the connection alone
     assert "C fast paths: partly active (decoder C, HTTP pure Python)" in about.report()
     monkeypatch.setitem(sys.modules, "collectors._fastdecode", None)
     assert "C fast paths: inactive" in about.report()
