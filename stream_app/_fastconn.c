@@ -23,7 +23,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
-#include <stdio.h>
+#include <math.h>
 #include <string.h>
 
 #include "_fasthttp_api.h"
@@ -791,6 +791,32 @@ flow_texts(FastObject *self)
     return self->texts == NULL ? -1 : 0;
 }
 
+/* n / 1e9 as Python's int true division gives it: the correctly rounded double (round half to
+ * even). Below 2**53 both operands are exact doubles, so one division is correctly rounded;
+ * above, the quotient is computed with 53 significant bits and a remainder in 128-bit
+ * integers, then rounded. (PyNumber_TrueDivide on a new int cost more than the record.) */
+static PyObject *
+seconds(int64_t n)
+{
+    if (n >= 0 && n < ((int64_t)1 << 53))
+        return PyFloat_FromDouble((double)n / 1e9);
+    if (n < 0) {
+        PyObject *big = PyLong_FromLongLong(n);
+        PyObject *r = big ? PyNumber_TrueDivide(big, NS_obj) : NULL;
+        Py_XDECREF(big);
+        return r;
+    }
+    const uint64_t d = 1000000000u;
+    uint64_t q = (uint64_t)n / d;
+    int bits = 64 - __builtin_clzll(q);          /* q >= 2**53 / 1e9 > 0 */
+    int s = 53 - bits;                           /* > 0: q < 2**34 */
+    unsigned __int128 num = (unsigned __int128)(uint64_t)n << s;
+    uint64_t m = (uint64_t)(num / d), rem = (uint64_t)(num % d);
+    if (2 * rem > d || (2 * rem == d && (m & 1)))
+        m++;
+    return PyFloat_FromDouble(ldexp((double)m, -s));
+}
+
 static inline PyObject *
 or_none(PyObject *v)
 {
@@ -801,8 +827,17 @@ or_none(PyObject *v)
 static PyObject *
 http_id(PyObject *conn, int64_t depth)
 {
-    char num[24];
-    int k = snprintf(num, sizeof num, "-%lld", (long long)depth);
+    char num[24], *e = num + sizeof num, *q = e;
+    uint64_t v = depth < 0 ? 0 - (uint64_t)depth : (uint64_t)depth;
+    do
+        *--q = (char)('0' + v % 10);
+    while (v /= 10);
+    if (depth < 0)
+        *--q = '-';
+    *--q = '-';
+    int k = (int)(e - q);
+    memmove(num, q, (size_t)k);
+    num[k] = 0;  /* (room: at most 22 of the 24 bytes are used) */
     if (!PyUnicode_Check(conn) || !PyUnicode_IS_ASCII(conn))
         return PyUnicode_FromFormat("%U%s", conn, num);
     Py_ssize_t n = PyUnicode_GET_LENGTH(conn);
@@ -831,21 +866,14 @@ emit(FastObject *self, Txn *t, PyObject *out)
     PyObject *vals[6] = {NULL};
     int rc = -1;
     vals[0] = http_id(PyTuple_GET_ITEM(x, 0), t->depth);
-    PyObject *w = vals[0] ? PyLong_FromLongLong(when) : NULL;
-    vals[1] = w ? PyNumber_TrueDivide(w, NS_obj) : NULL;
-    Py_XDECREF(w);
+    vals[1] = vals[0] ? seconds(when) : NULL;
     vals[2] = vals[1] ? PyLong_FromLongLong(t->depth) : NULL;
     if (vals[2] == NULL)
         goto done;
     if (t->status >= 0 && (vals[3] = PyLong_FromLong(t->status)) == NULL)
         goto done;
-    if (has_resp_ts && has_req) {
-        PyObject *l = PyLong_FromLongLong(resp_ts - t->ts);
-        vals[4] = l ? PyNumber_TrueDivide(l, NS_obj) : NULL;
-        Py_XDECREF(l);
-        if (vals[4] == NULL)
-            goto done;
-    }
+    if (has_resp_ts && has_req && (vals[4] = seconds(resp_ts - t->ts)) == NULL)
+        goto done;
     if (t->tags == NULL && (t->tags = PyList_New(0)) == NULL)
         goto done;
     PyObject *rb = PyLong_FromLongLong(t->req_body), *sb = PyLong_FromLongLong(t->resp_body);
@@ -1196,7 +1224,18 @@ fc_setup(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _seconds(n): seconds() for the tests (held equal to n / 10**9) */
+static PyObject *
+fc_seconds(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    return seconds(n);
+}
+
 static PyMethodDef fc_methods[] = {
+    {"_seconds", fc_seconds, METH_O, PyDoc_STR("_seconds(ns) -> ns / 10**9, as the records get it")},
     {"setup", fc_setup, METH_VARARGS,
      PyDoc_STR("setup(HttpTransaction, PacketRecord, redact_auth, redact_cookie): bind the "
                "Python parts (once, by stream_app.core.l7)")},
@@ -1231,8 +1270,15 @@ PyInit__fastconn(void)
         return NULL;
     if (NS_obj == NULL && (NS_obj = PyLong_FromLong(1000000000L)) == NULL)
         return NULL;
-    if (fh == NULL && (fh = PyCapsule_Import(FH_API_CAPSULE, 0)) == NULL)
-        return NULL;  /* stream_app._fasthttp's head scanner */
+    if (fh == NULL) {  /* stream_app._fasthttp's head scanner (imported first: PyCapsule_Import
+                          only walks attributes of what is imported) */
+        PyObject *mod = PyImport_ImportModule("stream_app._fasthttp");
+        if (mod == NULL)
+            return NULL;
+        Py_DECREF(mod);
+        if ((fh = PyCapsule_Import(FH_API_CAPSULE, 0)) == NULL)
+            return NULL;
+    }
     if (PyType_Ready(&CtxType) < 0 || PyType_Ready(&FastType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fc_module);

@@ -243,6 +243,15 @@ def test_generated_connections_give_the_same_records(pkts, keep, batch):
     assert got == want
 
 
+@settings(max_examples=3000, **HYP)
+@given(st.one_of(st.integers(0, 2**63 - 1), st.integers(0, 2**53 + 10**6),
+                 st.integers(1_000_000_000 * 10**9, 2_000_000_000 * 10**9), st.integers(-2**63, -1)))
+def test_record_times_are_pythons_division(ns):
+    """The C records' ts and latency: the double Python's ns / 10**9 gives, bit for bit."""
+    from stream_app import _fastconn
+    assert _fastconn._seconds(ns) == ns / 10**9
+
+
 # -- the C path is the one taken ------------------------------------------------------------------
 
 def test_ordinary_traffic_stays_in_c(monkeypatch):
