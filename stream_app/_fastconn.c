@@ -211,11 +211,22 @@ txn_free(Txn *t)
     PyMem_Free(t);
 }
 
+/* A new tags list. Untracked by the GC: it only ever holds strs, so it can be in no cycle,
+ * and one per record was most of what the collector had to walk. */
+static PyObject *
+new_tags(void)
+{
+    PyObject *l = PyList_New(0);
+    if (l != NULL)
+        PyObject_GC_UnTrack(l);
+    return l;
+}
+
 static int
 txn_tag(Txn *t, PyObject *tag)
 {
     if (t->tags == NULL) {
-        t->tags = PyList_New(0);
+        t->tags = new_tags();
         if (t->tags == NULL)
             return -1;
     }
@@ -874,7 +885,7 @@ emit(FastObject *self, Txn *t, PyObject *out)
         goto done;
     if (has_resp_ts && has_req && (vals[4] = seconds(resp_ts - t->ts)) == NULL)
         goto done;
-    if (t->tags == NULL && (t->tags = PyList_New(0)) == NULL)
+    if (t->tags == NULL && (t->tags = new_tags()) == NULL)
         goto done;
     PyObject *rb = PyLong_FromLongLong(t->req_body), *sb = PyLong_FromLongLong(t->resp_body);
     if (rb == NULL || sb == NULL) {
