@@ -50,7 +50,7 @@ static const char *field_names[NF] = {
     "resp_version", "resp_ctype", "auth", "proxy_auth", "cookie", "set_cookie",
 };
 static PyObject *s_field[NF];  /* interned */
-static PyObject *s_pipelined, *s_reordered, *s_truncated, *s_no_response, *s_at, *s_empty;
+static PyObject *s_pipelined, *s_reordered, *s_truncated, *s_no_response, *s_at;
 static PyObject *s_HEAD, *NS_obj;
 
 /* set by setup() and the module's import */
@@ -1277,7 +1277,7 @@ PyInit__fastconn(void)
             return NULL;
     if (intern(&s_pipelined, "pipelined") < 0 || intern(&s_reordered, "reordered") < 0
         || intern(&s_truncated, "truncated") < 0 || intern(&s_no_response, "no_response") < 0
-        || intern(&s_at, "@") < 0 || intern(&s_empty, "") < 0 || intern(&s_HEAD, "HEAD") < 0)
+        || intern(&s_at, "@") < 0 || intern(&s_HEAD, "HEAD") < 0)
         return NULL;
     if (NS_obj == NULL && (NS_obj = PyLong_FromLong(1000000000L)) == NULL)
         return NULL;

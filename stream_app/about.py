@@ -10,7 +10,7 @@ import sys
 # The compiled halves of the two hot loops; each has a pure-Python reference it falls back to
 # (same results, several times slower) when it was not built, e.g. on a machine without gcc.
 FAST_PATHS = {
-    "decoder": "collectors._fastdecode",
+    "decoder": ("collectors._fastdecode",),
     "HTTP": ("stream_app._fasthttp", "stream_app._fastconn"),  # the head parser, the connection
 }
 
@@ -36,7 +36,7 @@ def fast_paths() -> dict[str, bool]:
     active = {}
     for name, modules in FAST_PATHS.items():
         try:
-            for module in (modules,) if isinstance(modules, str) else modules:
+            for module in modules:
                 importlib.import_module(module)
             active[name] = True
         except ImportError:
@@ -45,7 +45,7 @@ def fast_paths() -> dict[str, bool]:
 
 
 def _module_names() -> list[str]:
-    return [m for ms in FAST_PATHS.values() for m in ((ms,) if isinstance(ms, str) else ms)]
+    return [m for ms in FAST_PATHS.values() for m in ms]
 
 
 def extras() -> dict[str, bool]:

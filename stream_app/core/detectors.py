@@ -583,7 +583,7 @@ class Detectors:
 
         This runs for every transaction, and almost every batch is one window of traffic
         whose URIs and User-Agents are known and harmless: that case is counted with
-        C-level builtins (Counter, map), the others one by one (_http)."""
+        C-level builtins (Counter, map), any other batch one transaction at a time (_http)."""
         c = self.config
         window = c.http_attack.window
         ts = list(map(_TS, http))
@@ -604,27 +604,11 @@ class Detectors:
                     tx[(h.srcaddr, ws)][2].append(h)
             self.now = latest
             return tx
-        tx = {}
-        latest = self.now
+        tx: dict = {}
         for h in http:
-            t = h.ts
-            if t > latest:
-                latest = t
-            cats = sig.get((h.uri, h.user_agent))
-            if cats is None or cats:
-                self.now = latest
-                self._http(h, tx)
-                continue
-            code = h.status_code
-            if code is not None:
-                ws = t - t % window
-                e = tx.get((h.srcaddr, ws))
-                if e is None:
-                    e = tx[(h.srcaddr, ws)] = [0, ws + window + c.lateness, []]
-                e[0] += 1
-                if 400 <= code < 500:
-                    e[2].append(h)
-        self.now = latest
+            if h.ts > self.now:
+                self.now = h.ts
+            self._http(h, tx)
         return tx
 
     def _http(self, h: HttpTransaction, tx: dict) -> None:
